@@ -1,0 +1,5 @@
+"""Instagram insights collector."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""Every error the collector raises, and the classification of Graph API errors.
+
+Graph errors are classified on ``code``/``error_subcode`` (and, for code 100, on the message),
+never on the HTTP status or on ``type``: Meta sends ``OAuthException`` for almost everything.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+class CollectorError(Exception):
+    """The collector failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(CollectorError):
+    """The configuration is invalid."""
+
+
+class StoreError(CollectorError):
+    """A database operation failed."""
+
+
+class DatabaseUnavailable(StoreError):
+    """PostgreSQL cannot be reached."""
+
+
+class SchemaError(CollectorError):
+    """The database schema is not what this version of the collector expects."""
+
+
+class PendingMigrations(SchemaError):
+    """The database schema is behind: run `python -m collector migrate`."""
+
+    def __init__(self, pending: list[str]) -> None:
+        self.pending = pending
+        super().__init__(
+            f"the database schema is {len(pending)} migration(s) behind "
+            f"({', '.join(pending)}): run `python -m collector migrate`"
+        )
+
+
+# --------------------------------------------------------------------------- Graph API errors
+
+
+class GraphError(CollectorError):
+    """The Graph API answered with an error."""
+
+    #: retrying the same request later may succeed
+    retryable = False
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: int | None = None,
+        subcode: int | None = None,
+        fbtrace_id: str | None = None,
+        http_status: int | None = None,
+        user_title: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.subcode = subcode
+        self.fbtrace_id = fbtrace_id
+        self.http_status = http_status
+        self.user_title = user_title
+        self.retry_after = retry_after
+        self.graph_message = message or ""
+        super().__init__(message)
+
+    def describe(self) -> str:
+        """One line for logs and the database: code, subcode and message."""
+        parts = []
+        if self.code is not None:
+            parts.append(f"code={self.code}")
+        if self.subcode is not None:
+            parts.append(f"subcode={self.subcode}")
+        parts.append(str(self))
+        return " ".join(parts)
+
+
+class TransientError(GraphError):
+    """A transient failure (codes 1, 2, HTTP 5xx, network); retry with backoff."""
+
+    retryable = True
+
+
+class Unreachable(TransientError):
+    """The Graph API could not be reached (connection refused, reset, timeout)."""
+
+
+class MalformedResponse(TransientError):
+    """The Graph API answered with a body that is not the JSON we expected."""
+
+
+class AppThrottled(GraphError):
+    """The app is rate-limited (codes 4, 17, 32, 341, 613, 368); back off app-wide."""
+
+    retryable = True
+
+
+class AccountThrottled(GraphError):
+    """This Instagram account's usage budget is exhausted (80002/80001); pause the account."""
+
+    retryable = True
+
+
+class AccountError(GraphError):
+    """The account cannot be collected until an operator acts (token, permission)."""
+
+
+class TokenInvalid(AccountError):
+    """The access token is invalid or expired (code 190)."""
+
+
+class PermissionDenied(AccountError):
+    """The token lacks a permission (code 10, 200-299, 3)."""
+
+
+class ObjectError(GraphError):
+    """A problem with one object (media, story), not with the account."""
+
+
+class NotEnoughViewers(ObjectError):
+    """Story insights are withheld below 5 viewers ("(#10) Not enough viewers")."""
+
+
+class ObjectGone(ObjectError):
+    """The object does not exist any more or cannot be loaded (100/33)."""
+
+
+class BeforeConversion(ObjectError):
+    """The media was posted before the account became a business account (100/2108006)."""
+
+
+class InvalidRequest(GraphError):
+    """The request was invalid (code 100 and others)."""
+
+
+class InvalidMetric(InvalidRequest):
+    """Some requested metrics are not accepted for this object kind or API version."""
+
+    def __init__(self, message: str, *, metrics: list[str], **kw: Any) -> None:
+        self.metrics = metrics
+        super().__init__(message, **kw)
+
+
+class NeedsTotalValue(InvalidRequest):
+    """These metrics must be requested with ``metric_type=total_value``."""
+
+    def __init__(self, message: str, *, metrics: list[str], **kw: Any) -> None:
+        self.metrics = metrics
+        super().__init__(message, **kw)
+
+
+class RangeTooLong(InvalidRequest):
+    """``since``/``until`` span more than 30 days."""
+
+
+class InvalidBreakdown(InvalidRequest):
+    """A requested breakdown is not supported for that metric."""
+
+
+APP_THROTTLE_CODES = frozenset({4, 17, 32, 341, 368, 613})
+ACCOUNT_THROTTLE_CODES = frozenset({80001, 80002})
+
+_MUST_BE_ONE_OF = re.compile(r"metric\[(\d+)\] must be one of the following values")
+_NOT_SUPPORTED_MEDIA = re.compile(
+    r"does not support the (\w+) metric|metric (\w+) is not supported|"
+    r"the (\w+) metric is no longer supported"
+)
+_NEEDS_TOTAL_VALUE = re.compile(
+    r"following metrics \(([^)]*)\) should be specified with parameter metric_type=total_value"
+)
+_INCOMPATIBLE_PERIOD = re.compile(r"periods \(([^)]*)\) are incompatible with the metric \((\w+)\)")
+
+
+def classify(
+    http_status: int,
+    error: dict[str, Any],
+    *,
+    requested_metrics: list[str] | None = None,
+    retry_after: float | None = None,
+) -> GraphError:
+    """Turn the ``error`` object of a Graph error envelope into a typed exception.
+
+    ``requested_metrics`` lets a "metric[N] must be one of …" message be resolved to a name.
+    """
+    raw_code = error.get("code")
+    raw_sub = error.get("error_subcode")
+    code = raw_code if isinstance(raw_code, int) else None
+    subcode = raw_sub if isinstance(raw_sub, int) else None
+    message = str(error.get("message") or "")
+    user_title = error.get("error_user_title")
+    kw: dict[str, Any] = {
+        "code": code,
+        "subcode": subcode,
+        "fbtrace_id": error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None,
+        "http_status": http_status,
+        "user_title": user_title if isinstance(user_title, str) else None,
+        "retry_after": retry_after,
+    }
+    lowered = message.lower()
+    if code in (1, 2) or (code is None and http_status >= 500):
+        return TransientError(message or f"HTTP {http_status}", **kw)
+    if code in APP_THROTTLE_CODES:
+        return AppThrottled(message, **kw)
+    if code in ACCOUNT_THROTTLE_CODES:
+        return AccountThrottled(message, **kw)
+    if code == 190:
+        return TokenInvalid(message, **kw)
+    if code == 10 and "not enough viewers" in lowered:
+        return NotEnoughViewers(message, **kw)
+    if code == 10 or code == 3 or (code is not None and 200 <= code <= 299):
+        return PermissionDenied(message, **kw)
+    if code == 100 and subcode == 33:
+        return ObjectGone(message, **kw)
+    if code == 100 and subcode == 2108006:
+        return BeforeConversion(message, **kw)
+    if code == -1 and subcode == 2207086:
+        # "Fatal" on facebook_views/crossposted_views for media not shared to Facebook.
+        names = [m for m in (requested_metrics or []) if m in ("facebook_views", "crossposted_views")]
+        return InvalidMetric(message or "Fatal", metrics=names, **kw)
+    if code == 100:
+        return _classify_100(message, requested_metrics or [], kw)
+    if code is not None and http_status < 500:
+        return InvalidRequest(message, **kw)
+    return TransientError(message or f"HTTP {http_status}", **kw)
+
+
+def _classify_100(message: str, requested: list[str], kw: dict[str, Any]) -> GraphError:
+    if m := _MUST_BE_ONE_OF.search(message):
+        index = int(m.group(1))
+        names = [requested[index]] if 0 <= index < len(requested) else []
+        return InvalidMetric(message, metrics=names, **kw)
+    if m := _NOT_SUPPORTED_MEDIA.search(message):
+        name = next(g for g in m.groups() if g)
+        return InvalidMetric(message, metrics=[name], **kw)
+    if m := _NEEDS_TOTAL_VALUE.search(message):
+        names = [n.strip() for n in m.group(1).split(",") if n.strip()]
+        return NeedsTotalValue(message, metrics=names, **kw)
+    if m := _INCOMPATIBLE_PERIOD.search(message):
+        return InvalidMetric(message, metrics=[m.group(2)], **kw)
+    if "cannot be more than 30 days" in message:
+        return RangeTooLong(message, **kw)
+    if "Incompatible breakdowns" in message or "breakdown[" in message:
+        return InvalidBreakdown(message, **kw)
+    if "no longer supported" in message and "impressions" in message:
+        return InvalidMetric(message, metrics=["impressions"], **kw)
+    return InvalidRequest(message, **kw)

@@ -1,0 +1,1 @@
+"""SQL files of the collector: migrations and named queries (installed as ``collector.sql``)."""
