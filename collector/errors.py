@@ -216,7 +216,7 @@ def classify(
         return TokenInvalid(message, **kw)
     if code == 10 and "not enough viewers" in lowered:
         return NotEnoughViewers(message, **kw)
-    if code == 10 or code == 3 or (code is not None and 200 <= code <= 299):
+    if code in {3, 10} or (code is not None and 200 <= code <= 299):
         return PermissionDenied(message, **kw)
     if code == 100 and subcode == 33:
         return ObjectGone(message, **kw)
@@ -224,7 +224,9 @@ def classify(
         return BeforeConversion(message, **kw)
     if code == -1 and subcode == 2207086:
         # "Fatal" on facebook_views/crossposted_views for media not shared to Facebook.
-        names = [m for m in (requested_metrics or []) if m in ("facebook_views", "crossposted_views")]
+        names = [
+            m for m in (requested_metrics or []) if m in ("facebook_views", "crossposted_views")
+        ]
         return InvalidMetric(message or "Fatal", metrics=names, **kw)
     if code == 100:
         return _classify_100(message, requested_metrics or [], kw)

@@ -1,0 +1,421 @@
+"""The units of work for one account: each calls the Graph API and returns what to store.
+
+A job never writes to the database and never sleeps: it returns a ``models.Batch`` (and raises
+for failures that concern the whole account: token, permission, throttling). Problems with one
+object (a story below the viewer threshold, media posted before the business conversion, a
+rejected metric) are handled here and recorded in the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from collector import clock as clock_mod
+from collector import errors, graph, metrics_catalog, models, parse
+
+PROFILE_FIELDS = "id,username,followers_count,follows_count,media_count"
+MEDIA_FIELDS = (
+    "id,media_type,media_product_type,timestamp,permalink,caption,like_count,comments_count"
+)
+STORY_FIELDS = "id,media_type,media_product_type,timestamp,permalink,caption"
+MAX_WINDOW = timedelta(days=30)
+#: a metric set cannot lose more metrics than it has; bounds the drop-and-retry loop
+_MAX_REJECTIONS = 40
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """One account as the jobs see it."""
+
+    ig_user_id: models.IgUserId
+    name: str
+    token: str = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass
+class Context:
+    """What every job needs: the client, the learned metric sets, the clock and the knobs."""
+
+    client: graph.GraphClient
+    catalog: metrics_catalog.Catalog
+    clock: clock_mod.Clock
+    page_size: int = 50
+    story_lifetime: timedelta = timedelta(hours=24)
+    story_final_lead: timedelta = timedelta(minutes=25)
+    demographics_timeframe: str = "this_month"
+    log: Any = dataclasses.field(default_factory=structlog.get_logger)
+
+
+class _Skips:
+    """Collects ``parse`` skip reports for one job, logged once at the end."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, reason: str, detail: str) -> None:
+        key = f"{reason}:{detail}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+def _error_record(
+    target: Target, job: str, object_id: str | None, exc: errors.GraphError, at: datetime
+) -> models.CollectionError:
+    return models.CollectionError(
+        ig_user_id=target.ig_user_id,
+        occurred_at=at,
+        job=job,
+        object_id=object_id,
+        error_class=type(exc).__name__,
+        code=exc.code,
+        subcode=exc.subcode,
+        message=str(exc)[:2000],
+        fbtrace_id=exc.fbtrace_id,
+    )
+
+
+# --------------------------------------------------------------------------- profile
+
+
+async def profile(ctx: Context, target: Target) -> models.Batch:
+    """``GET /{ig-user-id}?fields=username,followers_count,…``: one snapshot row."""
+    resp = await ctx.client.get(
+        target.ig_user_id, {"fields": PROFILE_FIELDS}, token=target.token, account=target.ig_user_id
+    )
+    skips = _Skips()
+    snap = parse.profile(resp.body, target.ig_user_id, ctx.clock.now(), skips)
+    _log_skips(ctx, target, "profile", skips)
+    return models.Batch(profiles=[snap] if snap else [])
+
+
+# --------------------------------------------------------------------------- account insights
+
+
+def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """Pacific-day buckets ``[start, end)`` covering ``since``..``until`` (the last may be open)."""
+    windows = []
+    start = parse.pacific_day_start(since)
+    while start < until:
+        end = parse.pacific_day_end(start)
+        windows.append((start, end))
+        start = end
+    return windows
+
+
+def range_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """Windows of at most 30 days (Meta rejects longer since/until spans)."""
+    windows = []
+    start = since
+    while start < until:
+        end = min(start + MAX_WINDOW, until)
+        windows.append((start, end))
+        start = end
+    return windows
+
+
+async def account_insights(
+    ctx: Context,
+    target: Target,
+    *,
+    since: datetime,
+    demographics: bool,
+) -> models.Batch:
+    """Account metrics for every Pacific day from ``since`` to now, plus demographics."""
+    now = ctx.clock.now()
+    batch = models.Batch()
+    skips = _Skips()
+    days = day_windows(since, now)
+    series_since = max(parse.pacific_day_start(since), parse.pacific_day_start(now - MAX_WINDOW))
+    for request in ctx.catalog.account_requests(demographics=demographics):
+        if request.window == "day":
+            windows: list[tuple[datetime | None, datetime | None]] = list(days)
+        elif request.window == "range":
+            windows = list(range_windows(series_since, parse.pacific_day_end(now)))
+        else:
+            windows = [(None, None)]
+        for start, end in windows:
+            await _account_request(ctx, target, request, start, end, batch, skips)
+    _log_skips(ctx, target, "account_insights", skips)
+    return batch
+
+
+async def _account_request(
+    ctx: Context,
+    target: Target,
+    request: metrics_catalog.AccountRequest,
+    start: datetime | None,
+    end: datetime | None,
+    batch: models.Batch,
+    skips: _Skips,
+) -> None:
+    metrics = list(request.metrics)
+    metric_type = request.metric_type
+    for _ in range(_MAX_REJECTIONS):
+        if not metrics:
+            return
+        params: dict[str, graph.ParamValue] = {"metric": metrics, "period": request.period}
+        if metric_type:
+            params["metric_type"] = metric_type
+        if request.breakdown:
+            params["breakdown"] = request.breakdown
+        if start is not None and end is not None:
+            params["since"] = int(start.timestamp())
+            params["until"] = int(end.timestamp())
+        else:
+            params["timeframe"] = ctx.demographics_timeframe
+        try:
+            resp = await ctx.client.get(
+                f"{target.ig_user_id}/insights",
+                params,
+                token=target.token,
+                account=target.ig_user_id,
+                metrics=metrics,
+            )
+        except errors.InvalidMetric as exc:
+            dropped = _learn(ctx, models.ObjectKind.ACCOUNT, exc, metrics, batch)
+            if not dropped:
+                batch.errors.append(
+                    _error_record(target, "account_insights", None, exc, ctx.clock.now())
+                )
+                return
+            metrics = [m for m in metrics if m not in dropped]
+            continue
+        except errors.NeedsTotalValue:
+            if metric_type == "total_value":
+                raise
+            metric_type = "total_value"
+            continue
+        except (errors.InvalidRequest, errors.ObjectError) as exc:
+            batch.errors.append(
+                _error_record(target, "account_insights", None, exc, ctx.clock.now())
+            )
+            return
+        captured_at = ctx.clock.now()
+        bucket_end = end if end is not None else parse.pacific_day_end(captured_at)
+        batch.account_metrics.extend(
+            parse.account_insights(
+                resp.body,
+                target.ig_user_id,
+                metrics,
+                captured_at,
+                period=request.period,
+                end_time=bucket_end,
+                skipped=skips,
+            )
+        )
+        return
+
+
+def _learn(
+    ctx: Context,
+    kind: models.ObjectKind,
+    exc: errors.InvalidMetric,
+    asked: Sequence[str],
+    batch: models.Batch,
+) -> set[str]:
+    """Record the metrics ``exc`` names as unsupported for ``kind``; returns those dropped."""
+    dropped = {m for m in exc.metrics if m in asked}
+    now = ctx.clock.now()
+    for metric in sorted(dropped):
+        if ctx.catalog.reject(kind, metric):
+            batch.verdicts.append(
+                models.MetricVerdict(
+                    kind, metric, ctx.catalog.api_version, False, str(exc)[:500], now
+                )
+            )
+            ctx.log.warning(
+                "metric_rejected", object_kind=str(kind), metric=metric, reason=str(exc)[:300]
+            )
+    return dropped
+
+
+# --------------------------------------------------------------------------- media
+
+
+async def media_discovery(
+    ctx: Context, target: Target, known: set[str], *, walk_all: bool
+) -> models.Batch:
+    """Walk ``/media`` newest first until a page holds known media (or to the end)."""
+    batch = models.Batch()
+    skips = _Skips()
+    params: dict[str, graph.ParamValue] = {"fields": MEDIA_FIELDS, "limit": ctx.page_size}
+    async for page in ctx.client.pages(
+        f"{target.ig_user_id}/media", params, token=target.token, account=target.ig_user_id
+    ):
+        now = ctx.clock.now()
+        reached_known = False
+        for item in page:
+            media = parse.media_item(item, target.ig_user_id, now, skipped=skips)
+            if media is None:
+                continue
+            if media.media_product_type == "STORY":
+                continue  # /media lists no stories; if one shows up, /stories owns it
+            reached_known = reached_known or media.media_id in known
+            batch.media.append(media)
+            batch.media_metrics.extend(parse.media_field_metrics(item, media.media_id, now))
+        if reached_known and not walk_all:
+            break
+    _log_skips(ctx, target, "media_discovery", skips)
+    return batch
+
+
+async def story_discovery(ctx: Context, target: Target) -> models.Batch:
+    """List the live stories (``/stories``)."""
+    batch = models.Batch()
+    skips = _Skips()
+    params: dict[str, graph.ParamValue] = {"fields": STORY_FIELDS, "limit": ctx.page_size}
+    async for page in ctx.client.pages(
+        f"{target.ig_user_id}/stories", params, token=target.token, account=target.ig_user_id
+    ):
+        now = ctx.clock.now()
+        for item in page:
+            story = parse.media_item(
+                item, target.ig_user_id, now, story_lifetime=ctx.story_lifetime, skipped=skips
+            )
+            if story is not None:
+                batch.media.append(story)
+    _log_skips(ctx, target, "story_discovery", skips)
+    return batch
+
+
+async def media_insights(ctx: Context, target: Target, media: models.Media) -> models.Batch:
+    """One media object's (or story's) insights: its plain metrics, then each breakdown."""
+    batch = models.Batch()
+    skips = _Skips()
+    kind = media.kind
+    now = ctx.clock.now()
+    is_story = kind is models.ObjectKind.STORY
+    if is_story and media.expires_at is not None and now >= media.expires_at:
+        batch.media_polls.append(
+            models.MediaPoll(media.media_id, now, models.InsightsStatus.GONE, reason="expired")
+        )
+        return batch
+    is_final = (
+        is_story and media.expires_at is not None and now >= media.expires_at - ctx.story_final_lead
+    )
+    groups: list[tuple[str | None, tuple[str, ...]]] = [(None, ctx.catalog.media_metrics(kind))]
+    groups.extend(ctx.catalog.media_breakdowns(kind))
+    status = models.InsightsStatus.OK
+    reason: str | None = None
+    asked_any = False
+    for breakdown, metric_set in groups:
+        metrics = [m for m in metric_set if m not in ctx.catalog.rejected(kind)]
+        outcome = await _media_request(
+            ctx, target, media, kind, breakdown, metrics, is_final, batch, skips
+        )
+        if outcome is None:
+            continue
+        asked_any = True
+        if isinstance(outcome, errors.ObjectError):
+            status = _status_of(outcome)
+            reason = str(outcome)[:500]
+            break
+    if not asked_any and status is models.InsightsStatus.OK:
+        status = models.InsightsStatus.UNAVAILABLE
+        reason = f"every metric for {kind} was rejected"
+    batch.media_polls.append(
+        models.MediaPoll(
+            media.media_id,
+            ctx.clock.now(),
+            status,
+            is_final=is_final and status is models.InsightsStatus.OK,
+            reason=reason,
+        )
+    )
+    _log_skips(ctx, target, "media_insights", skips)
+    return batch
+
+
+def _status_of(exc: errors.ObjectError) -> models.InsightsStatus:
+    if isinstance(exc, errors.NotEnoughViewers):
+        return models.InsightsStatus.BELOW_THRESHOLD
+    if isinstance(exc, errors.BeforeConversion):
+        return models.InsightsStatus.BEFORE_CONVERSION
+    return models.InsightsStatus.GONE
+
+
+async def _media_request(
+    ctx: Context,
+    target: Target,
+    media: models.Media,
+    kind: models.ObjectKind,
+    breakdown: str | None,
+    metrics: list[str],
+    is_final: bool,
+    batch: models.Batch,
+    skips: _Skips,
+) -> errors.ObjectError | bool | None:
+    """Ask one metric group; drop rejected metrics and retry. None: nothing was left to ask."""
+    for _ in range(_MAX_REJECTIONS):
+        if not metrics:
+            return None
+        params: dict[str, graph.ParamValue] = {"metric": metrics}
+        if breakdown:
+            params["breakdown"] = breakdown
+        try:
+            resp = await ctx.client.get(
+                f"{media.media_id}/insights",
+                params,
+                token=target.token,
+                account=target.ig_user_id,
+                metrics=metrics,
+            )
+        except errors.InvalidMetric as exc:
+            dropped = _learn(ctx, kind, exc, metrics, batch)
+            if not dropped:
+                batch.errors.append(
+                    _error_record(target, "media_insights", media.media_id, exc, ctx.clock.now())
+                )
+                return True
+            metrics = [m for m in metrics if m not in dropped]
+            continue
+        except errors.ObjectError as exc:
+            if not isinstance(exc, errors.NotEnoughViewers):
+                ctx.log.info(
+                    "media_unavailable",
+                    account=target.name,
+                    media_id=media.media_id,
+                    reason=type(exc).__name__,
+                )
+            return exc
+        except errors.InvalidRequest as exc:
+            batch.errors.append(
+                _error_record(target, "media_insights", media.media_id, exc, ctx.clock.now())
+            )
+            return True
+        batch.media_metrics.extend(
+            parse.media_insights(
+                resp.body,
+                media.media_id,
+                metrics,
+                ctx.clock.now(),
+                is_final=is_final,
+                # the breakdown call repeats the plain total; it is stored from the first call
+                with_totals=breakdown is None or not _asked_plain(ctx, kind, metrics),
+                skipped=skips,
+            )
+        )
+        return True
+    return True
+
+
+def _asked_plain(ctx: Context, kind: models.ObjectKind, metrics: Sequence[str]) -> bool:
+    plain = set(ctx.catalog.media_metrics(kind))
+    return all(m in plain for m in metrics)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+async def token_check(ctx: Context, target: Target) -> graph.TokenInfo:
+    """``debug_token`` for the account's token."""
+    return await ctx.client.debug_token(target.token)
+
+
+def _log_skips(ctx: Context, target: Target, job: str, skips: _Skips) -> None:
+    if skips.counts:
+        ctx.log.warning("bad_data_skipped", account=target.name, job=job, skipped=skips.counts)
