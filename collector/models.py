@@ -196,3 +196,24 @@ class Batch:
     def extend(self, other: Batch) -> None:
         for field in dataclasses.fields(self):
             getattr(self, field.name).extend(getattr(other, field.name))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account as the database knows it: configuration, collector status and token."""
+
+    ig_user_id: IgUserId
+    name: str
+    username: str | None
+    enabled: bool
+    status: str  # an AccountStatus value, or "unknown" before the first collection
+    status_reason: str | None
+    status_changed_at: datetime | None
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    token_valid: bool | None
+    token_expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    token_checked_at: datetime | None
+    removed_at: datetime | None

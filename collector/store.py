@@ -1,0 +1,463 @@
+"""The repository over an asyncpg pool: idempotent batched writes and the reads the collector needs.
+
+The only user of ``sql/queries.sql``. asyncpg is untyped; every value leaving this module is
+converted to a typed record of ``collector.models``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from collector import errors, models, schema
+
+#: asyncpg/OS errors meaning "the server is not there (any more)": worth a retry or the spool,
+#: unlike a constraint violation, which would fail the same way again
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+_DEFAULT_PORT = 5432
+
+
+def _q(name: str) -> str:
+    return schema.named_queries("queries.sql")[name]
+
+
+def _split(dsn: str) -> urllib.parse.SplitResult | None:
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return None
+    return parts
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a PostgreSQL URL (userinfo or ``?password=``), for log redaction."""
+    parts = _split(dsn)
+    if parts is None:
+        return None
+    if parts.password:
+        return urllib.parse.unquote(parts.password)
+    found = urllib.parse.parse_qs(parts.query).get("password")
+    return found[0] if found else None
+
+
+def describe_dsn(dsn: str) -> str:
+    """``PostgreSQL at host:port/dbname``, built from parts that are never secret."""
+    parts = _split(dsn)
+    if parts is None:
+        return "PostgreSQL (the DSN is not a postgresql:// URL)"
+    query = urllib.parse.parse_qs(parts.query)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    port = port or int((query.get("port") or [str(_DEFAULT_PORT)])[0])
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    database = urllib.parse.unquote(parts.path.lstrip("/")) or (query.get("dbname") or [""])[0]
+    return f"PostgreSQL at {host}:{port}/{database or user or '(default database)'}"
+
+
+def _number(value: models.Number) -> Decimal | int:
+    # Decimal(0.1) would store 0.1000000000000000055…; repr gives the shortest exact spelling.
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
+class Store:
+    """The collector's database: an asyncpg pool plus named queries."""
+
+    def __init__(self, pool: Any, *, where: str, password: str | None) -> None:
+        self._pool = pool
+        self._where = where
+        self._password = password
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10,
+        command_timeout: float = 60,
+    ) -> Store:
+        """Connect a pool; ``DatabaseUnavailable`` (without the password) when it cannot."""
+        where = describe_dsn(dsn)
+        password = dsn_password(dsn)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                command_timeout=command_timeout,
+                init=_init_connection,
+                server_settings={"application_name": "collector"},
+            )
+        except Exception as exc:
+            # Any failure here (refused, DNS, auth, bad URL) means "no database": say where
+            # from the parts that are never secret, and keep asyncpg's text only when it is clean.
+            detail = _scrub(f"{type(exc).__name__}: {exc}", dsn, password)
+            raise errors.DatabaseUnavailable(f"cannot connect to {where}: {detail}") from None
+        return cls(pool, where=where, password=password)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextlib.contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except errors.CollectorError:
+            raise
+        except _UNAVAILABLE as exc:
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
+            raise errors.DatabaseUnavailable(f"{what}: lost {self._where}: {detail}") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
+            raise errors.StoreError(f"{what} failed: {detail}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[Any]:
+        with self._translate(what):
+            async with self._pool.acquire() as conn:
+                yield conn
+
+    async def _fetch(self, what: str, query: str, *args: Any) -> list[Any]:
+        async with self._conn(what) as conn:
+            return list(await conn.fetch(_q(query), *args))
+
+    async def _update_one(self, what: str, query: str, ig_user_id: str, *args: Any) -> None:
+        async with self._conn(what) as conn:
+            found = await conn.fetchval(_q(query), ig_user_id, *args)
+        if found is None:
+            raise errors.StoreError(f"{what}: unknown account {ig_user_id}")
+
+    # ------------------------------------------------------------------ schema
+
+    async def check_schema(self) -> None:
+        """Raise ``PendingMigrations``/``SchemaError`` unless the schema matches this version."""
+        async with self._conn("schema check") as conn:
+            await schema.check(conn)
+
+    async def migrate(self) -> list[schema.Migration]:
+        """Apply pending migrations (see ``schema.migrate``)."""
+        async with self._conn("migrate") as conn:
+            return await schema.migrate(conn)
+
+    async def ping(self) -> None:
+        """Raise ``DatabaseUnavailable`` unless the database answers."""
+        async with self._conn("ping") as conn:
+            await conn.fetchval("select 1")
+
+    # ------------------------------------------------------------------ accounts
+
+    async def sync_accounts(self, rows: Sequence[models.AccountRow], at: datetime) -> None:
+        """Make the account table match the configuration; unlisted accounts become 'removed'."""
+        latest = {row.ig_user_id: row for row in rows}  # a repeated id: the last one wins
+        ids = sorted(latest)
+        async with self._conn("sync accounts") as conn, conn.transaction():
+            await conn.execute(
+                _q("upsert_configured_accounts"),
+                ids,
+                [latest[i].name for i in ids],
+                [latest[i].enabled for i in ids],
+                at,
+            )
+            await conn.execute(_q("mark_removed_accounts"), ids, at)
+
+    async def set_account_status(
+        self,
+        ig_user_id: str,
+        status: models.AccountStatus,
+        reason: str | None,
+        at: datetime,
+    ) -> None:
+        """Record the collector's verdict on an account (``disabled``/``removed`` stay put)."""
+        await self._update_one(
+            "set account status", "set_account_status", ig_user_id, str(status), reason, at
+        )
+
+    async def record_success(self, ig_user_id: str, at: datetime) -> None:
+        """A collection pass succeeded (a new account goes from 'unknown' to 'ok')."""
+        await self._update_one("record success", "record_success", ig_user_id, at)
+
+    async def set_token_info(
+        self,
+        ig_user_id: str,
+        *,
+        valid: bool,
+        expires_at: datetime | None,
+        data_access_expires_at: datetime | None,
+        scopes: Sequence[str],
+        checked_at: datetime,
+    ) -> None:
+        await self._update_one(
+            "set token info",
+            "set_token_info",
+            ig_user_id,
+            valid,
+            expires_at,
+            data_access_expires_at,
+            list(scopes),
+            checked_at,
+        )
+
+    async def accounts(self) -> list[models.AccountState]:
+        """Every account row (configured, disabled and removed), by name."""
+        rows = await self._fetch("read accounts", "accounts")
+        return [
+            models.AccountState(
+                ig_user_id=models.IgUserId(r["ig_user_id"]),
+                name=r["name"],
+                username=r["username"],
+                enabled=r["enabled"],
+                status=r["status"],
+                status_reason=r["status_reason"],
+                status_changed_at=r["status_changed_at"],
+                last_success_at=r["last_success_at"],
+                last_error_at=r["last_error_at"],
+                last_error=r["last_error"],
+                token_valid=r["token_valid"],
+                token_expires_at=r["token_expires_at"],
+                data_access_expires_at=r["data_access_expires_at"],
+                token_checked_at=r["token_checked_at"],
+                removed_at=r["removed_at"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ writes
+
+    async def write(self, batch: models.Batch) -> None:
+        """Store a batch in one transaction; replaying the same batch changes nothing."""
+        if not len(batch):
+            return
+        ids = sorted(
+            {p.ig_user_id for p in batch.profiles}
+            | {m.ig_user_id for m in batch.media}
+            | {m.ig_user_id for m in batch.account_metrics}
+            | {e.ig_user_id for e in batch.errors}
+        )
+        async with self._conn("write batch") as conn, conn.transaction():
+            if ids:
+                await conn.execute(_q("ensure_accounts"), ids)
+            if batch.profiles:
+                await _stage(
+                    conn,
+                    "stage_profile",
+                    [
+                        (
+                            p.ig_user_id,
+                            p.captured_at,
+                            p.username,
+                            p.followers_count,
+                            p.follows_count,
+                            p.media_count,
+                        )
+                        for p in batch.profiles
+                    ],
+                )
+                await conn.execute(_q("insert_account_snapshots"))
+                await conn.execute(_q("update_account_usernames"))
+            if batch.media:
+                await _stage(
+                    conn,
+                    "stage_media",
+                    [
+                        (
+                            m.media_id,
+                            m.ig_user_id,
+                            m.media_type,
+                            m.media_product_type,
+                            m.posted_at,
+                            m.permalink,
+                            m.caption,
+                            m.expires_at,
+                            m.seen_at,
+                        )
+                        for m in batch.media
+                    ],
+                )
+                await conn.execute(_q("upsert_media"))
+            if batch.media_metrics:
+                await _stage(
+                    conn,
+                    "stage_media_metric",
+                    [
+                        (
+                            v.media_id,
+                            v.metric,
+                            v.breakdown,
+                            v.dimension,
+                            _number(v.value),
+                            v.captured_at,
+                            v.is_final,
+                        )
+                        for v in batch.media_metrics
+                    ],
+                )
+                await conn.execute(_q("insert_media_metrics"))
+            if batch.media_polls:
+                await _stage(
+                    conn,
+                    "stage_media_poll",
+                    [
+                        (p.media_id, p.polled_at, str(p.status), p.is_final, p.reason)
+                        for p in batch.media_polls
+                    ],
+                )
+                await conn.execute(_q("apply_media_polls"))
+            if batch.account_metrics:
+                await _stage(
+                    conn,
+                    "stage_account_metric",
+                    [
+                        (
+                            v.ig_user_id,
+                            v.metric,
+                            v.period,
+                            v.breakdown,
+                            v.dimension,
+                            v.end_time,
+                            _number(v.value),
+                            v.captured_at,
+                        )
+                        for v in batch.account_metrics
+                    ],
+                )
+                await conn.execute(_q("upsert_account_metrics"))
+            if batch.errors:
+                await _stage(
+                    conn,
+                    "stage_error",
+                    [
+                        (
+                            e.ig_user_id,
+                            e.occurred_at,
+                            e.job,
+                            e.object_id,
+                            e.error_class,
+                            e.code,
+                            e.subcode,
+                            e.message,
+                            e.fbtrace_id,
+                        )
+                        for e in batch.errors
+                    ],
+                )
+                await conn.execute(_q("insert_collection_errors"))
+                await conn.execute(_q("update_account_last_error"))
+            if batch.verdicts:
+                await _stage(
+                    conn,
+                    "stage_verdict",
+                    [
+                        (
+                            str(v.object_kind),
+                            v.metric,
+                            v.api_version,
+                            v.supported,
+                            v.reason,
+                            v.learned_at,
+                        )
+                        for v in batch.verdicts
+                    ],
+                )
+                await conn.execute(_q("upsert_metric_support"))
+
+    # ------------------------------------------------------------------ reads
+
+    async def known_media_ids(self, ig_user_id: str) -> set[str]:
+        """Ids of every media object and story of the account already stored."""
+        rows = await self._fetch("read media ids", "known_media_ids", ig_user_id)
+        return {r["media_id"] for r in rows}
+
+    async def media_for_insights(
+        self, ig_user_id: str, *, posted_after: datetime
+    ) -> list[models.Media]:
+        """Non-story media posted after the cutoff that can still have insights, newest first."""
+        rows = await self._fetch("read media", "media_for_insights", ig_user_id, posted_after)
+        return [_media(r) for r in rows]
+
+    async def live_stories(self, ig_user_id: str, *, now: datetime) -> list[models.Media]:
+        """Stories not yet expired nor gone, soonest expiry first."""
+        rows = await self._fetch("read stories", "live_stories", ig_user_id, now)
+        return [_media(r) for r in rows]
+
+    async def media_last_polled(self, ig_user_id: str) -> dict[str, datetime]:
+        """{media_id: last insights poll} of the account's media (polled ones only)."""
+        rows = await self._fetch("read polls", "media_last_polled", ig_user_id)
+        return {r["media_id"]: r["last_polled_at"] for r in rows}
+
+    async def metric_verdicts(self, api_version: str) -> list[models.MetricVerdict]:
+        """Everything learned about metric support for one API version."""
+        rows = await self._fetch("read metric support", "metric_verdicts", api_version)
+        return [
+            models.MetricVerdict(
+                object_kind=models.ObjectKind(r["object_kind"]),
+                metric=r["metric"],
+                api_version=r["api_version"],
+                supported=r["supported"],
+                reason=r["reason"],
+                learned_at=r["learned_at"],
+            )
+            for r in rows
+        ]
+
+    async def last_account_metric_end(self, ig_user_id: str) -> datetime | None:
+        """The end of the newest stored ``day`` bucket of the account, if any."""
+        rows = await self._fetch("read account metrics", "last_account_metric_end", ig_user_id)
+        value: datetime | None = rows[0][0] if rows else None
+        return value
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        rows = await self._fetch("count rows", "counts")
+        return {r["name"]: int(r["n"]) for r in rows}
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.execute(_q("create_stage_tables"))
+
+
+async def _stage(conn: Any, table: str, records: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(table, records=records)
+
+
+def _media(r: Any) -> models.Media:
+    return models.Media(
+        media_id=models.MediaId(r["media_id"]),
+        ig_user_id=models.IgUserId(r["ig_user_id"]),
+        media_type=r["media_type"],
+        media_product_type=r["media_product_type"],
+        posted_at=r["posted_at"],
+        permalink=r["permalink"],
+        caption=r["caption"],
+        expires_at=r["expires_at"],
+        seen_at=r["last_seen_at"],
+    )
+
+
+def _scrub(text: str, *secrets: str | None) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
