@@ -62,24 +62,31 @@ _DURATION_HELP = (
 
 def parse_duration(value: object) -> timedelta:
     """Parse ``90``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"730d"`` into a positive timedelta."""
-    result: timedelta | None = None
-    if isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = timedelta(seconds=value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        try:
-            # environment variables are strings: "60" means 60 seconds, as 60 does in TOML
-            result = timedelta(seconds=float(text))
-        except (ValueError, OverflowError):
-            match = _DURATION.fullmatch(text)
-            if match and any(match.groups()):
-                days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-                result = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        result = _duration(value)
+    except (ValueError, OverflowError):
+        result = None
     if result is None or result <= timedelta(0):
         raise _value_error(_DURATION_HELP)
     return result
+
+
+def _duration(value: object) -> timedelta | None:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        # environment variables are strings: "60" means 60 seconds, as 60 does in TOML
+        return timedelta(seconds=float(text))
+    match = _DURATION.fullmatch(text)
+    if not match or not any(match.groups()):
+        return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -455,6 +462,10 @@ DEFAULT_MEDIA_TIERS = (
 )
 
 
+#: Meta removes a story (and its insights) 24 hours after it is posted; not configurable
+STORY_LIFETIME = timedelta(hours=24)
+
+
 class ScheduleSettings(Section):
     """``[schedule]``: how often each job runs."""
 
@@ -489,13 +500,18 @@ class ScheduleSettings(Section):
                     f"got {format_duration(tier.max_age)}",
                     ("media_tiers", index, "max_age"),
                 )
-        if self.story_final_lead >= timedelta(hours=24):
+        if self.story_final_lead >= STORY_LIFETIME:
             raise _problem(
                 "must be shorter than a story's 24 h lifetime (e.g. '25m'), "
                 f"got {format_duration(self.story_final_lead)}",
                 ("story_final_lead",),
             )
         return self
+
+    @property
+    def story_lifetime(self) -> timedelta:
+        """How long a story lives (fixed by Meta, not a key): ``expires_at = posted_at + this``."""
+        return STORY_LIFETIME
 
     def media_poll_interval(self, age: timedelta) -> timedelta | None:
         """How often a media object of this age is polled; ``None``: not any more."""

@@ -199,7 +199,8 @@ def test_durations(tmp_path: Path, given: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "given", ["0", "-5", '"soon"', '"10 minutes"', '"1x"', '""', "true", '"0s"']
+    "given",
+    ["0", "-5", '"soon"', '"10 minutes"', '"1x"', '""', "true", '"0s"', "1e300", "nan", '"9e99d"'],
 )
 def test_bad_durations(tmp_path: Path, given: str) -> None:
     message = problems(tmp_path, f"[shutdown]\n\ndrain_timeout = {given}\n")
@@ -603,6 +604,7 @@ def test_webhook_verify_token(tmp_path: Path) -> None:
 
 def test_media_poll_interval() -> None:
     schedule = config.load(environ={}).schedule
+    assert schedule.story_lifetime == timedelta(hours=24)
     assert schedule.media_poll_interval(timedelta(hours=3)) == timedelta(hours=1)
     assert schedule.media_poll_interval(timedelta(days=2)) == timedelta(hours=6)
     assert schedule.media_poll_interval(timedelta(days=100)) == timedelta(days=7)
