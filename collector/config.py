@@ -462,7 +462,7 @@ DEFAULT_MEDIA_TIERS = (
 )
 
 
-#: Meta removes a story (and its insights) 24 hours after it is posted; not configurable
+#: Meta removes a story (and its insights) 24 hours after it is posted
 STORY_LIFETIME = timedelta(hours=24)
 
 
@@ -481,6 +481,7 @@ class ScheduleSettings(Section):
     story_discovery_every: Duration = timedelta(minutes=10)
     story_poll_every: Duration = timedelta(hours=2)
     story_final_lead: Duration = timedelta(minutes=25)
+    story_lifetime: Duration = STORY_LIFETIME
     token_check_every: Duration = timedelta(days=1)
     token_expiry_warning: Duration = timedelta(days=7)
 
@@ -500,18 +501,13 @@ class ScheduleSettings(Section):
                     f"got {format_duration(tier.max_age)}",
                     ("media_tiers", index, "max_age"),
                 )
-        if self.story_final_lead >= STORY_LIFETIME:
+        if self.story_final_lead >= self.story_lifetime:
             raise _problem(
-                "must be shorter than a story's 24 h lifetime (e.g. '25m'), "
-                f"got {format_duration(self.story_final_lead)}",
+                f"must be shorter than a story's lifetime ({format_duration(self.story_lifetime)}), "
+                f"e.g. '25m', got {format_duration(self.story_final_lead)}",
                 ("story_final_lead",),
             )
         return self
-
-    @property
-    def story_lifetime(self) -> timedelta:
-        """How long a story lives (fixed by Meta, not a key): ``expires_at = posted_at + this``."""
-        return STORY_LIFETIME
 
     def media_poll_interval(self, age: timedelta) -> timedelta | None:
         """How often a media object of this age is polled; ``None``: not any more."""
