@@ -217,3 +217,18 @@ class AccountState:
     data_access_expires_at: datetime | None
     token_checked_at: datetime | None
     removed_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MediaSchedule:
+    """What the scheduler needs to know about one media object or story to plan its next poll."""
+
+    media_id: MediaId
+    ig_user_id: IgUserId
+    media_type: str | None
+    media_product_type: str | None
+    posted_at: datetime | None
+    expires_at: datetime | None  # stories only
+    last_polled_at: datetime | None
+    final_captured_at: datetime | None
+    insights_status: InsightsStatus | None

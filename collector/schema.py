@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.resources
+import importlib.resources.abc
 import re
 from typing import Any
 
@@ -72,9 +73,10 @@ def named_queries(filename: str) -> dict[str, str]:
     return parse_named(read_sql(filename))
 
 
-def migrations() -> list[Migration]:
+def migrations(folder: importlib.resources.abc.Traversable | None = None) -> list[Migration]:
     """Every migration shipped with this version, sorted; gaps and duplicates are errors."""
-    folder = importlib.resources.files("collector.sql") / "migrations"
+    if folder is None:
+        folder = importlib.resources.files("collector.sql") / "migrations"
     found: list[Migration] = []
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):

@@ -407,6 +407,35 @@ class Store:
         rows = await self._fetch("read polls", "media_last_polled", ig_user_id)
         return {r["media_id"]: r["last_polled_at"] for r in rows}
 
+    async def media_schedule(self, ig_user_id: str, *, now: datetime) -> list[models.MediaSchedule]:
+        """Media still worth polling (not gone, stories not expired), newest first."""
+        rows = await self._fetch("read media schedule", "media_schedule", ig_user_id, now)
+        return [
+            models.MediaSchedule(
+                media_id=models.MediaId(r["media_id"]),
+                ig_user_id=models.IgUserId(r["ig_user_id"]),
+                media_type=r["media_type"],
+                media_product_type=r["media_product_type"],
+                posted_at=r["posted_at"],
+                expires_at=r["expires_at"],
+                last_polled_at=r["last_polled_at"],
+                final_captured_at=r["final_captured_at"],
+                insights_status=(
+                    models.InsightsStatus(r["insights_status"]) if r["insights_status"] else None
+                ),
+            )
+            for r in rows
+        ]
+
+    async def last_captures(self, ig_user_id: str) -> dict[str, datetime]:
+        """When each periodic job of the account last left data; jobs never done are absent.
+
+        Keys: ``token_check``, ``profile``, ``media_discovery``, ``story_discovery``,
+        ``account_insights``, ``demographics``.
+        """
+        rows = await self._fetch("read last captures", "last_captures", ig_user_id)
+        return {key: value for key, value in dict(rows[0]).items() if value is not None}
+
     async def metric_verdicts(self, api_version: str) -> list[models.MetricVerdict]:
         """Everything learned about metric support for one API version."""
         rows = await self._fetch("read metric support", "metric_verdicts", api_version)

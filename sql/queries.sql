@@ -356,3 +356,28 @@ union all select 'media_metric', count(*) from media_metric
 union all select 'account_metric', count(*) from account_metric
 union all select 'metric_support', count(*) from metric_support
 union all select 'collection_error', count(*) from collection_error;
+
+-- name: media_schedule
+-- Media worth polling again: feed media not gone nor from before the business conversion, and
+-- stories that have not expired yet.
+select media_id, ig_user_id, media_type, media_product_type, posted_at, expires_at,
+       last_polled_at, final_captured_at, insights_status
+from media
+where ig_user_id = $1
+  and gone_at is null
+  and insights_status is distinct from 'before_conversion'
+  and (not is_story or expires_at > $2)
+order by posted_at desc nulls last, media_id;
+
+-- name: last_captures
+-- When each periodic job of an account last left a trace in the database.
+select
+    (select token_checked_at from account where ig_user_id = $1) as token_check,
+    (select max(captured_at) from account_snapshot where ig_user_id = $1) as profile,
+    (select max(last_seen_at) from media where ig_user_id = $1 and not is_story)
+        as media_discovery,
+    (select max(last_seen_at) from media where ig_user_id = $1 and is_story) as story_discovery,
+    (select max(captured_at) from account_metric where ig_user_id = $1 and period = 'day')
+        as account_insights,
+    (select max(captured_at) from account_metric where ig_user_id = $1 and period = 'lifetime')
+        as demographics;

@@ -166,3 +166,44 @@ comment on column account_health.token_valid is 'The token''s validity at its la
 comment on column account_health.errors_24h is 'collection_error rows in the last 24 hours.';
 comment on column account_health.followers_count is 'The latest captured follower count.';
 comment on column account_health.followers_captured_at is 'When followers_count was captured.';
+
+-- Columns that mean the same in every view.
+comment on column media_metric_latest.media_id is 'Instagram media id.';
+comment on column media_metric_latest.ig_user_id is 'Instagram user id of the account.';
+comment on column media_metric_latest.media_type is 'IMAGE, VIDEO or CAROUSEL_ALBUM.';
+comment on column media_metric_latest.is_story is 'The media is a story (its insights vanish 24 h after posting).';
+comment on column media_metric_latest.posted_at is 'When the media was published.';
+comment on column media_metric_latest.permalink is 'Link to the media on Instagram.';
+comment on column media_metric_latest.metric is 'Graph API metric name (reach, views, saved, …) or field (like_count).';
+comment on column media_metric_latest.value is 'The metric value at captured_at.';
+
+comment on column account_metric_daily.ig_user_id is 'Instagram user id of the account.';
+comment on column account_metric_daily.username is 'The account''s Instagram username.';
+comment on column account_metric_daily.metric is 'Graph API metric name (reach, follower_count, …).';
+comment on column account_metric_daily.value is 'The value for that day (latest revision).';
+comment on column account_metric_daily.end_time is 'Exclusive end of the bucket, as sent by Meta.';
+
+comment on column story_final_metrics.ig_user_id is 'Instagram user id of the account.';
+comment on column story_final_metrics.account_name is 'The account''s name in the collector configuration.';
+comment on column story_final_metrics.username is 'The account''s Instagram username.';
+comment on column story_final_metrics.media_id is 'Instagram media id of the story.';
+comment on column story_final_metrics.posted_at is 'When the story was published.';
+comment on column story_final_metrics.expires_at is 'When the story (and its insights) expired: posted_at + 24 h.';
+comment on column story_final_metrics.permalink is 'Link to the story on Instagram.';
+comment on column story_final_metrics.metric is 'Graph API metric name (reach, views, navigation, …); NULL if none was captured.';
+comment on column story_final_metrics.breakdown is 'Breakdown name (e.g. story_navigation_action_type), or '''' for the total.';
+comment on column story_final_metrics.dimension is 'Breakdown value (e.g. tap_forward), or '''' for the total.';
+comment on column story_final_metrics.value is 'The metric value at its last capture.';
+comment on column story_final_metrics.captured_at is 'When this last value was captured.';
+comment on column story_final_metrics.insights_status_reason is 'Detail of insights_status (e.g. the API''s message).';
+
+comment on column account_health.ig_user_id is 'Instagram user id of the account.';
+comment on column account_health.username is 'The account''s Instagram username.';
+comment on column account_health.enabled is 'The account is enabled in the configuration.';
+comment on column account_health.status_changed_at is 'When status last changed.';
+comment on column account_health.last_success_at is 'When the last collection pass for the account succeeded.';
+comment on column account_health.last_error_at is 'When the last error was recorded (see collection_error).';
+comment on column account_health.last_error is 'The last error: its class and message.';
+comment on column account_health.token_expires_at is 'When the access token expires (NULL: never or unknown).';
+comment on column account_health.data_access_expires_at is 'When the token''s data access expires (re-consent needed).';
+comment on column account_health.token_checked_at is 'When the token was last checked with debug_token.';

@@ -1,0 +1,75 @@
+-- Example analyst queries over the views (quoted in the README; tests/integration/test_views.py
+-- runs each of them on a populated database). Paste any block into psql as it is.
+
+-- name: top_media_last_30_days
+-- The ten posts and reels with the most views among those published in the last 30 days,
+-- with their latest reach and saves.
+select account_name,
+       media_id,
+       media_product_type,
+       posted_at,
+       max(value) filter (where metric = 'views') as views,
+       max(value) filter (where metric = 'reach') as reach,
+       max(value) filter (where metric = 'saved') as saved
+from media_metric_latest
+where not is_story
+  and breakdown = ''
+  and posted_at > now() - interval '30 days'
+group by account_name, media_id, media_product_type, posted_at
+order by views desc nulls last, media_id
+limit 10;
+
+-- name: story_capture_report
+-- Per account, the stories of the last 7 days: how many got their final snapshot before
+-- expiry, how many were captured but not finalised, how many have no metrics at all (below
+-- the viewer threshold, or missed), and the average lead of the final snapshots.
+with per_story as (
+    select account_name,
+           media_id,
+           bool_or(is_final) as finalised,
+           count(metric) as metric_rows,
+           min(lead_before_expiry) as lead
+    from story_final_metrics
+    where posted_at > now() - interval '7 days'
+      and expires_at <= now()
+    group by account_name, media_id
+)
+select account_name,
+       count(*) as stories,
+       count(*) filter (where finalised) as finalised,
+       count(*) filter (where not finalised and metric_rows > 0) as not_finalised,
+       count(*) filter (where metric_rows = 0) as without_metrics,
+       date_trunc('second', avg(lead) filter (where finalised)) as avg_final_lead
+from per_story
+group by account_name
+order by account_name;
+
+-- name: daily_reach_last_14_days
+-- Daily reach per account over the last 14 Pacific days (Meta's day boundary).
+select day,
+       account_name,
+       value as reach
+from account_metric_daily
+where metric = 'reach'
+  and period = 'day'
+  and breakdown = ''
+  and day >= (now() at time zone 'America/Los_Angeles')::date - 14
+order by account_name, day;
+
+-- name: accounts_needing_attention
+-- Accounts an operator should look at: not collecting, a token expiring within 7 days, or
+-- errors in the last 24 hours.
+select name,
+       username,
+       status,
+       status_reason,
+       last_success_at,
+       token_expires_at,
+       errors_24h,
+       followers_count
+from account_health
+where status not in ('ok', 'disabled', 'removed')
+   or token_valid is false
+   or token_expires_at < now() + interval '7 days'
+   or errors_24h > 0
+order by name;
