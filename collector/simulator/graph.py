@@ -407,6 +407,8 @@ class Graph:
                 raise apierror.nonexisting_field(spec.name, "Page")
             if value is not None:
                 out[spec.name] = value
+        # Graph nodes always carry their id, requested or not.
+        out.setdefault("id", page_id)
         return out
 
     # ------------------------------------------------------------------ objects
@@ -505,6 +507,8 @@ class Graph:
             value = getter()
             if value is not None:
                 out[spec.name] = value
+        if "id" in getters:
+            out.setdefault("id", getters["id"]())
         return out
 
     def _user_json(
@@ -561,6 +565,7 @@ class Graph:
             value = getter()
             if value is not None:
                 out[spec.name] = value
+        out.setdefault("id", ig)
         return out
 
     def _media_json(
@@ -648,6 +653,7 @@ class Graph:
             value = getter()
             if value is not None:
                 out[spec.name] = value
+        out.setdefault("id", media.id)
         return out
 
     def _expanded_insights(
