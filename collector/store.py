@@ -6,6 +6,7 @@ converted to a typed record of ``collector.models``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -116,8 +117,12 @@ class Store:
             raise errors.DatabaseUnavailable(f"cannot connect to {where}: {detail}") from None
         return cls(pool, where=where, password=password)
 
-    async def close(self) -> None:
-        await self._pool.close()
+    async def close(self, *, grace: float = 10) -> None:
+        """Close the pool, waiting up to ``grace`` seconds for queries in flight, then cut them."""
+        try:
+            await asyncio.wait_for(self._pool.close(), grace)
+        except TimeoutError:
+            self._pool.terminate()
 
     # ------------------------------------------------------------------ plumbing
 

@@ -808,3 +808,16 @@ async def test_last_captures_per_job(synced: store_mod.Store) -> None:
         "demographics": T0,
     }
     assert await synced.last_captures(SHOP) == {}
+
+
+async def test_close_cuts_queries_that_outlast_the_grace(
+    db_dsn: str, db_conn: asyncpg.Connection
+) -> None:
+    st = await store_mod.Store.open(db_dsn)
+    async with db_conn.transaction():
+        await db_conn.execute("lock table account in access exclusive mode")
+        counting = asyncio.ensure_future(st.counts())
+        await asyncio.sleep(0)  # let the query start and block on the lock
+        await st.close(grace=0.2)
+        with pytest.raises(errors.StoreError):
+            await counting
