@@ -13,6 +13,8 @@ import hashlib
 import importlib.resources
 import importlib.resources.abc
 import re
+import types
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -68,9 +70,9 @@ def parse_named(text: str) -> dict[str, str]:
 
 
 @functools.cache
-def named_queries(filename: str) -> dict[str, str]:
-    """The named blocks of ``sql/<filename>``, read once."""
-    return parse_named(read_sql(filename))
+def named_queries(filename: str) -> Mapping[str, str]:
+    """The named blocks of ``sql/<filename>``, read once (read-only: the result is shared)."""
+    return types.MappingProxyType(parse_named(read_sql(filename)))
 
 
 def migrations(folder: importlib.resources.abc.Traversable | None = None) -> list[Migration]:

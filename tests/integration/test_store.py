@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pathlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from collector import errors, models
+from collector import errors, models, schema
 from collector import store as store_mod
 
 T0 = datetime(2026, 11, 3, 14, 5, 0, tzinfo=UTC)
@@ -821,3 +822,18 @@ async def test_close_cuts_queries_that_outlast_the_grace(
         await st.close(grace=0.2)
         with pytest.raises(errors.StoreError):
             await counting
+
+
+async def test_every_named_query_is_valid_sql(db_conn: asyncpg.Connection) -> None:
+    queries = dict(schema.named_queries("queries.sql"))
+    await db_conn.execute(queries.pop("create_stage_tables"))
+    for name, sql in queries.items():
+        try:
+            await db_conn.prepare(sql)
+        except asyncpg.PostgresError as exc:
+            pytest.fail(f"query {name}: {exc}")
+
+
+def test_every_named_query_is_used() -> None:
+    used = pathlib.Path(store_mod.__file__).read_text()
+    assert [n for n in schema.named_queries("queries.sql") if f'"{n}"' not in used] == []
