@@ -503,8 +503,9 @@ class ScheduleSettings(Section):
                 )
         if self.story_final_lead >= self.story_lifetime:
             raise _problem(
-                f"must be shorter than a story's lifetime ({format_duration(self.story_lifetime)}), "
-                f"e.g. '25m', got {format_duration(self.story_final_lead)}",
+                "must be shorter than a story's lifetime "
+                f"({format_duration(self.story_lifetime)}), e.g. '25m', "
+                f"got {format_duration(self.story_final_lead)}",
                 ("story_final_lead",),
             )
         return self

@@ -122,15 +122,16 @@ async def account_insights(
     target: Target,
     *,
     since: datetime,
+    daily: bool = True,
     demographics: bool,
 ) -> models.Batch:
-    """Account metrics for every Pacific day from ``since`` to now, plus demographics."""
+    """Account metrics for every Pacific day from ``since`` to now, and/or demographics."""
     now = ctx.clock.now()
     batch = models.Batch()
     skips = _Skips()
     days = day_windows(since, now)
     series_since = max(parse.pacific_day_start(since), parse.pacific_day_start(now - MAX_WINDOW))
-    for request in ctx.catalog.account_requests(demographics=demographics):
+    for request in ctx.catalog.account_requests(daily=daily, demographics=demographics):
         if request.window == "day":
             windows: list[tuple[datetime | None, datetime | None]] = list(days)
         elif request.window == "range":

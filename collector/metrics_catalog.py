@@ -172,10 +172,14 @@ class Catalog:
                 groups.append((breakdown, kept))
         return tuple(groups)
 
-    def account_requests(self, *, demographics: bool) -> tuple[AccountRequest, ...]:
+    def account_requests(
+        self, *, daily: bool = True, demographics: bool
+    ) -> tuple[AccountRequest, ...]:
         """The account-insights calls to make, with rejected metrics left out."""
         override = self._overrides.get(Kind.ACCOUNT)
-        requests = ACCOUNT_REQUESTS + (demographic_requests() if demographics else ())
+        requests = (ACCOUNT_REQUESTS if daily else ()) + (
+            demographic_requests() if demographics else ()
+        )
         result = []
         for request in requests:
             metrics = request.metrics

@@ -1,0 +1,288 @@
+"""One full collection pass over every enabled account (``run --once``).
+
+Accounts are independent: each runs its jobs in order (token, profile, media, stories, account
+insights, media and story insights) while the Graph client bounds the requests in flight across
+all of them. An account whose token, permission or budget fails is recorded and reported; the
+others complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from collector import clock as clock_mod
+from collector import errors, graph, jobs, metrics_catalog, models, store
+
+#: media-metric rows buffered before a write (1,000–5,000 rows per transaction is the sweet spot)
+FLUSH_ROWS = 2000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """The knobs a pass needs (taken from the settings by the caller)."""
+
+    backfill_days: int = 90
+    repoll_days: int = 3
+    media_max_age: timedelta = timedelta(days=730)
+    per_account_in_flight: int = 1
+    check_tokens: bool = True
+    demographics: bool = True
+
+
+@dataclasses.dataclass(slots=True)
+class AccountResult:
+    """What one account's pass did, for the summary line and the exit code."""
+
+    name: str
+    ig_user_id: str
+    status: models.AccountStatus = models.AccountStatus.OK
+    reason: str | None = None
+    calls: int = 0
+    media_seen: int = 0
+    stories_seen: int = 0
+    media_polled: int = 0
+    metric_rows: int = 0
+    account_metric_rows: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is models.AccountStatus.OK
+
+
+@dataclasses.dataclass
+class Collection:
+    """Runs the jobs for accounts and writes what they return."""
+
+    client: graph.GraphClient
+    store: store.Store
+    catalog: metrics_catalog.Catalog
+    clock: clock_mod.Clock
+    plan: Plan
+    context_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    log: Any = dataclasses.field(default_factory=structlog.get_logger)
+
+    def context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
+        catalog = self.catalog.with_overrides(overrides) if overrides else self.catalog
+        return jobs.Context(
+            client=self.client,
+            catalog=catalog,
+            clock=self.clock,
+            log=self.log,
+            **self.context_defaults,
+        )
+
+    async def run_once(
+        self, targets: Sequence[tuple[jobs.Target, dict[str, Sequence[str]] | None]]
+    ) -> list[AccountResult]:
+        """Collect every target once, concurrently; never raises for one account's failure."""
+        tasks = [
+            asyncio.create_task(
+                self.collect_account(target, overrides), name=f"account:{target.name}"
+            )
+            for target, overrides in targets
+        ]
+        return list(await asyncio.gather(*tasks))
+
+    async def collect_account(
+        self, target: jobs.Target, overrides: dict[str, Sequence[str]] | None = None
+    ) -> AccountResult:
+        """Every job for one account, in order; the outcome is stored on the account row."""
+        result = AccountResult(target.name, target.ig_user_id)
+        ctx = self.context(overrides)
+        log = self.log.bind(account=target.name, ig_user_id=target.ig_user_id)
+        started = self.clock.monotonic()
+        calls_before = sum(self.client.calls.values())
+        try:
+            await self._collect(ctx, target, result)
+        except errors.AccountError as exc:
+            await self._fail(target, result, models.AccountStatus.UNHEALTHY, exc)
+        except (errors.AccountThrottled, errors.AppThrottled) as exc:
+            await self._fail(target, result, models.AccountStatus.THROTTLED, exc)
+        except errors.GraphError as exc:
+            await self._fail(target, result, models.AccountStatus.FAILING, exc)
+        else:
+            now = self.clock.now()
+            await self.store.record_success(target.ig_user_id, now)
+            await self.store.set_account_status(
+                target.ig_user_id, models.AccountStatus.OK, None, now
+            )
+        result.seconds = round(self.clock.monotonic() - started, 3)
+        # Calls are counted process-wide; with concurrent accounts this is an approximation
+        # that is exact when accounts run one at a time.
+        result.calls = sum(self.client.calls.values()) - calls_before
+        log.info(
+            "account_pass_done",
+            status=str(result.status),
+            reason=result.reason,
+            media_seen=result.media_seen,
+            stories_seen=result.stories_seen,
+            media_polled=result.media_polled,
+            metric_rows=result.metric_rows,
+            account_metric_rows=result.account_metric_rows,
+            errors=result.errors,
+            seconds=result.seconds,
+        )
+        return result
+
+    async def _fail(
+        self,
+        target: jobs.Target,
+        result: AccountResult,
+        status: models.AccountStatus,
+        exc: errors.GraphError,
+    ) -> None:
+        now = self.clock.now()
+        result.status = status
+        result.reason = exc.describe()[:500]
+        result.errors += 1
+        record = jobs._error_record(target, "account", None, exc, now)
+        await self.store.write(models.Batch(errors=[record]))
+        await self.store.set_account_status(target.ig_user_id, status, result.reason, now)
+        self.log.warning(
+            "account_failed",
+            account=target.name,
+            ig_user_id=target.ig_user_id,
+            status=str(status),
+            error=type(exc).__name__,
+            code=exc.code,
+            subcode=exc.subcode,
+            message=str(exc)[:300],
+        )
+
+    async def _write(self, batch: models.Batch, result: AccountResult) -> None:
+        if not len(batch):
+            return
+        await self.store.write(batch)
+        result.metric_rows += len(batch.media_metrics)
+        result.account_metric_rows += len(batch.account_metrics)
+        result.errors += len(batch.errors)
+
+    async def _collect(self, ctx: jobs.Context, target: jobs.Target, result: AccountResult) -> None:
+        uid = target.ig_user_id
+        if self.plan.check_tokens:
+            await self._token_check(ctx, target)
+
+        await self._write(await jobs.profile(ctx, target), result)
+
+        known = await self.store.known_media_ids(uid)
+        batch = await jobs.media_discovery(ctx, target, known, walk_all=not known)
+        result.media_seen = len(batch.media)
+        await self._write(batch, result)
+
+        batch = await jobs.story_discovery(ctx, target)
+        result.stories_seen = len(batch.media)
+        await self._write(batch, result)
+
+        now = self.clock.now()
+        last_end = await self.store.last_account_metric_end(uid)
+        if last_end is None:
+            since = now - timedelta(days=self.plan.backfill_days)
+        else:
+            since = min(last_end, now) - timedelta(days=self.plan.repoll_days)
+        batch = await jobs.account_insights(
+            ctx, target, since=since, demographics=self.plan.demographics
+        )
+        await self._write(batch, result)
+
+        media = await self.store.media_for_insights(uid, posted_after=now - self.plan.media_max_age)
+        stories = await self.store.live_stories(uid, now=self.clock.now())
+        await self._poll_media(ctx, target, [*stories, *media], result)
+
+    async def _token_check(self, ctx: jobs.Context, target: jobs.Target) -> None:
+        info = await jobs.token_check(ctx, target)
+        now = self.clock.now()
+        await self.store.set_token_info(
+            target.ig_user_id,
+            valid=info.is_valid,
+            expires_at=info.expires_at,
+            data_access_expires_at=info.data_access_expires_at,
+            scopes=list(info.scopes),
+            checked_at=now,
+        )
+        if not info.is_valid:
+            raise errors.TokenInvalid(
+                f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
+            )
+
+    async def _poll_media(
+        self,
+        ctx: jobs.Context,
+        target: jobs.Target,
+        items: list[models.Media],
+        result: AccountResult,
+    ) -> None:
+        """Insights for each media object, ``per_account_in_flight`` at a time."""
+        queue: asyncio.Queue[models.Media] = asyncio.Queue()
+        for item in items:
+            queue.put_nowait(item)
+        pending = models.Batch()
+        lock = asyncio.Lock()
+
+        async def worker() -> None:
+            nonlocal pending
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                batch = await jobs.media_insights(ctx, target, item)
+                result.media_polled += 1
+                async with lock:
+                    pending.extend(batch)
+                    if len(pending.media_metrics) >= FLUSH_ROWS:
+                        full, pending = pending, models.Batch()
+                        await self._write(full, result)
+
+        workers = [
+            asyncio.create_task(worker(), name=f"media:{target.name}:{i}")
+            for i in range(max(1, self.plan.per_account_in_flight))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            # Whatever was collected before a failure is kept.
+            await self._write(pending, result)
+
+
+def summary_table(results: Sequence[AccountResult]) -> str:
+    """A plain-text table of the pass, one line per account (for stderr)."""
+    header = (
+        "account",
+        "ig_user_id",
+        "status",
+        "media",
+        "stories",
+        "polled",
+        "rows",
+        "errors",
+        "reason",
+    )
+    rows = [header]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                r.ig_user_id,
+                str(r.status),
+                str(r.media_seen),
+                str(r.stories_seen),
+                str(r.media_polled),
+                str(r.metric_rows + r.account_metric_rows),
+                str(r.errors),
+                (r.reason or "")[:80],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )

@@ -1,0 +1,601 @@
+"""Runs scheduled jobs: takes them from the scheduler, executes them, writes, reschedules.
+
+The runner owns the in-memory picture of each account (its media, its live stories, when each
+periodic job last ran) seeded from PostgreSQL at start, so a restart resumes where the last
+process stopped. It never sleeps on a bare timer: the loop waits for "a job finished, the next
+job is due, or stop/reload was asked", whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from collector import clock as clock_mod
+from collector import errors, jobs, metrics_catalog, models, scheduler
+from collector import store as store_mod
+
+Kind = scheduler.JobKind
+#: retry spacing inside a story's final window after a failed final poll
+FINAL_RETRY = timedelta(seconds=30)
+#: how long a parked account (token, permission) waits before it is tried again by itself
+PARK_RETRY = timedelta(hours=6)
+#: retry spacing for a job whose transient failures outlasted the client's retries
+FAILED_RETRY = timedelta(minutes=5)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cadence:
+    """How often each job runs (from ``[schedule]``)."""
+
+    profile: timedelta = timedelta(hours=1)
+    account_insights: timedelta = timedelta(hours=6)
+    demographics: timedelta = timedelta(days=1)
+    media_discovery: timedelta = timedelta(hours=1)
+    story_discovery: timedelta = timedelta(minutes=10)
+    story_poll: timedelta = timedelta(hours=2)
+    story_final_lead: timedelta = timedelta(minutes=25)
+    token_check: timedelta = timedelta(days=1)
+    token_expiry_warning: timedelta = timedelta(days=7)
+    media_tiers: tuple[tuple[timedelta, timedelta], ...] = (
+        (timedelta(days=2), timedelta(hours=1)),
+        (timedelta(days=14), timedelta(hours=6)),
+        (timedelta(days=90), timedelta(days=1)),
+        (timedelta(days=730), timedelta(days=7)),
+    )
+    backfill_days: int = 90
+    repoll_days: int = 3
+
+
+@dataclasses.dataclass(slots=True)
+class _MediaState:
+    kind: models.ObjectKind
+    media_type: str | None
+    product_type: str | None
+    posted_at: datetime | None
+    expires_at: datetime | None = None
+    last_polled: datetime | None = None
+    final_taken: bool = False
+    gone: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class AccountState:
+    """What the runner knows about one account between jobs."""
+
+    target: jobs.Target
+    overrides: dict[str, Sequence[str]] | None
+    context: jobs.Context
+    media: dict[str, _MediaState] = dataclasses.field(default_factory=dict)
+    status: models.AccountStatus | None = None
+    parked_reason: str | None = None
+    parked_until: datetime | None = None
+    token_warned_on: str | None = None
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters for logs, ``/metrics`` and the demo."""
+
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    rows_buffered: int = 0
+    stories_finalised: int = 0
+    stories_missed: int = 0
+    final_leads: list[float] = dataclasses.field(default_factory=list)
+    throttle_pauses: int = 0
+    max_lateness: float = 0.0
+
+
+class Runner:
+    """The collection loop over every configured account."""
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        store: store_mod.Store,
+        catalog: metrics_catalog.Catalog,
+        clock: clock_mod.Clock,
+        cadence: Cadence,
+        max_in_flight: int = 8,
+        per_account: int = 1,
+        context_defaults: Mapping[str, Any] | None = None,
+        write: Callable[[models.Batch], Any] | None = None,
+        log: Any = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.catalog = catalog
+        self.clock = clock
+        self.cadence = cadence
+        self.max_in_flight = max_in_flight
+        self.scheduler = scheduler.Scheduler(per_account=per_account)
+        self.accounts: dict[str, AccountState] = {}
+        self.stats = Stats()
+        self.log = log or structlog.get_logger()
+        self._context_defaults = dict(context_defaults or {})
+        self._write_hook = write
+        self._running: dict[asyncio.Task[None], scheduler.Job] = {}
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ accounts
+
+    def _context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
+        catalog = self.catalog.with_overrides(overrides) if overrides else self.catalog
+        return jobs.Context(
+            client=self.client,
+            catalog=catalog,
+            clock=self.clock,
+            log=self.log,
+            **self._context_defaults,
+        )
+
+    async def set_accounts(
+        self, targets: Sequence[tuple[jobs.Target, dict[str, Sequence[str]] | None]]
+    ) -> None:
+        """Start added accounts, stop removed ones, apply token and override changes."""
+        wanted = {t.ig_user_id: (t, o) for t, o in targets}
+        for uid in list(self.accounts):
+            if uid not in wanted:
+                self.scheduler.remove_account(uid)
+                del self.accounts[uid]
+                self.log.info("account_stopped", ig_user_id=uid)
+        for uid, (target, overrides) in wanted.items():
+            state = self.accounts.get(uid)
+            if state is None:
+                state = AccountState(target, overrides, self._context(overrides))
+                self.accounts[uid] = state
+                await self._seed(state)
+                self.log.info("account_started", account=target.name, ig_user_id=uid)
+                continue
+            token_changed = state.target.token != target.token
+            state.target = target
+            if overrides != state.overrides:
+                state.overrides = overrides
+                state.context = self._context(overrides)
+            if token_changed and state.parked_reason is not None:
+                self.log.info("account_unparked", account=target.name, reason="token changed")
+                await self._unpark(state)
+        self._wake.set()
+
+    async def _seed(self, state: AccountState) -> None:
+        """Queue every job of one account, due as the database says (now if never done)."""
+        uid = state.target.ig_user_id
+        now = self.clock.now()
+        c = self.cadence
+        last = await self.store.last_captures(uid)
+        periodic = [
+            (Kind.TOKEN_CHECK, last.get("token_check"), c.token_check),
+            (Kind.PROFILE, last.get("profile"), c.profile),
+            (Kind.MEDIA_DISCOVERY, last.get("media_discovery"), c.media_discovery),
+            (Kind.STORY_DISCOVERY, last.get("story_discovery"), c.story_discovery),
+            (Kind.ACCOUNT_INSIGHTS, last.get("account_insights"), c.account_insights),
+            (Kind.DEMOGRAPHICS, last.get("demographics"), c.demographics),
+        ]
+        for kind, when, every in periodic:
+            self.scheduler.add(
+                scheduler.job(kind, uid, scheduler.next_due(when, every, now), every=every)
+            )
+        for row in await self.store.media_schedule(uid, now=now):
+            media = _MediaState(
+                kind=models.ObjectKind.of_media(row.media_type, row.media_product_type),
+                media_type=row.media_type,
+                product_type=row.media_product_type,
+                posted_at=row.posted_at,
+                expires_at=row.expires_at,
+                last_polled=row.last_polled_at,
+                final_taken=row.final_captured_at is not None,
+            )
+            state.media[row.media_id] = media
+            self._schedule_media(uid, row.media_id, media, now)
+
+    def _schedule_media(self, uid: str, media_id: str, media: _MediaState, now: datetime) -> None:
+        if media.gone:
+            return
+        if media.expires_at is not None:
+            next_job = scheduler.story_poll(
+                media_id,
+                uid,
+                expires_at=media.expires_at,
+                last_polled=media.last_polled,
+                final_taken=media.final_taken,
+                now=now,
+                poll_every=self.cadence.story_poll,
+                lead=self.cadence.story_final_lead,
+            )
+        else:
+            next_job = scheduler.media_poll(
+                media_id,
+                uid,
+                posted_at=media.posted_at,
+                last_polled=media.last_polled,
+                now=now,
+                tiers=self.cadence.media_tiers,
+            )
+        if next_job is not None:
+            self.scheduler.add(next_job)
+
+    async def _park(self, state: AccountState, exc: errors.GraphError) -> None:
+        uid = state.target.ig_user_id
+        now = self.clock.now()
+        state.parked_reason = exc.describe()[:500]
+        state.parked_until = now + PARK_RETRY
+        state.status = models.AccountStatus.UNHEALTHY
+        self.scheduler.park(uid)
+        await self._write(
+            models.Batch(errors=[jobs._error_record(state.target, "account", None, exc, now)])
+        )
+        await self.store.set_account_status(
+            models.IgUserId(uid), models.AccountStatus.UNHEALTHY, state.parked_reason, now
+        )
+        self.log.warning(
+            "account_parked",
+            account=state.target.name,
+            ig_user_id=uid,
+            error=type(exc).__name__,
+            code=exc.code,
+            subcode=exc.subcode,
+            retry_at=state.parked_until.isoformat(),
+        )
+
+    async def _unpark(self, state: AccountState) -> None:
+        state.parked_reason = None
+        state.parked_until = None
+        uid = state.target.ig_user_id
+        self.scheduler.remove_account(uid)
+        self.scheduler.park(uid, parked=False)
+        state.media.clear()
+        await self._seed(state)
+
+    async def _unpark_due(self, now: datetime) -> None:
+        for state in self.accounts.values():
+            if state.parked_until is not None and state.parked_until <= now:
+                self.log.info("account_retry", account=state.target.name, reason="park expired")
+                await self._unpark(state)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _start_ready(self) -> int:
+        started = 0
+        now = self.clock.now()
+        while len(self._running) < self.max_in_flight:
+            next_job = self.scheduler.take(now)
+            if next_job is None:
+                break
+            lateness = (now - next_job.due_at).total_seconds()
+            self.stats.max_lateness = max(self.stats.max_lateness, lateness)
+            task = asyncio.create_task(
+                self._execute(next_job), name=f"{next_job.kind}:{next_job.account}"
+            )
+            self._running[task] = next_job
+            started += 1
+        return started
+
+    async def _reap(self, done: set[asyncio.Task[None]]) -> None:
+        for task in done:
+            finished = self._running.pop(task)
+            self.scheduler.done(finished)
+            exc = task.exception()
+            if exc is not None:
+                # A bug, or the database gone: let the daemon decide; never lose it silently.
+                raise exc
+
+    async def run_until_idle(self) -> None:
+        """Run every job that is due now, and what they make due now, then return (tests)."""
+        await self._unpark_due(self.clock.now())
+        while True:
+            self._start_ready()
+            if not self._running:
+                return
+            done, _ = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            await self._reap(done)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run jobs until ``stop`` is set; in-flight jobs are left to :meth:`drain`."""
+        while not stop.is_set():
+            now = self.clock.now()
+            await self._unpark_due(now)
+            self._start_ready()
+            wakeup = self.scheduler.next_wakeup(now)
+            parked = [s.parked_until for s in self.accounts.values() if s.parked_until is not None]
+            candidates = [w for w in [wakeup, *parked] if w is not None]
+            timeout = (
+                max(0.0, min((w - now).total_seconds() for w in candidates)) if candidates else 60.0
+            )
+            waiters: set[asyncio.Future[Any]] = set(self._running)
+            stop_wait = asyncio.ensure_future(stop.wait())
+            wake_wait = asyncio.ensure_future(self._wake.wait())
+            waiters |= {stop_wait, wake_wait}
+            try:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=min(timeout, 60.0) + 0.001, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop_wait.cancel()
+                wake_wait.cancel()
+            self._wake.clear()
+            await self._reap({t for t in self._running if t in done})
+
+    async def drain(self, deadline: float) -> int:
+        """Let in-flight jobs finish within ``deadline`` seconds, cancel the rest; returns how many
+        were cancelled."""
+        if not self._running:
+            return 0
+        done, pending = await asyncio.wait(self._running, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for task in [*done, *pending]:
+            finished = self._running.pop(task, None)
+            if finished is not None:
+                self.scheduler.done(finished)
+        return len(pending)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    # ------------------------------------------------------------------ one job
+
+    async def _write(self, batch: models.Batch) -> None:
+        if not len(batch):
+            return
+        self.stats.rows_buffered += len(batch)
+        if self._write_hook is not None:
+            result = self._write_hook(batch)
+            if asyncio.iscoroutine(result):
+                await result
+        else:
+            await self.store.write(batch)
+
+    async def _execute(self, job: scheduler.Job) -> None:
+        state = self.accounts.get(job.account)
+        if state is None or state.parked_reason is not None:
+            return
+        log = self.log.bind(account=state.target.name, job=str(job.kind), object_id=job.object_id)
+        started = self.clock.monotonic()
+        try:
+            await self._dispatch(state, job)
+        except (errors.AccountThrottled, errors.AppThrottled) as exc:
+            self.stats.throttle_pauses += 1
+            until = self.client.limiter.blocked_until(job.account, self.clock.now())
+            until = until or self.clock.now() + timedelta(seconds=exc.retry_after or 60)
+            self.scheduler.block(job.account, until)
+            self.scheduler.add(dataclasses.replace(job, due_at=min(job.due_at, until)))
+            state.status = models.AccountStatus.THROTTLED
+            await self.store.set_account_status(
+                models.IgUserId(job.account),
+                models.AccountStatus.THROTTLED,
+                f"{type(exc).__name__}: paused until {until.isoformat()}",
+                self.clock.now(),
+            )
+            log.warning(
+                "account_throttled",
+                error=type(exc).__name__,
+                code=exc.code,
+                paused_until=until.isoformat(),
+            )
+            return
+        except errors.AccountError as exc:
+            await self._park(state, exc)
+            return
+        except errors.GraphError as exc:
+            self.stats.jobs_failed += 1
+            now = self.clock.now()
+            await self._write(
+                models.Batch(
+                    errors=[
+                        jobs._error_record(state.target, str(job.kind), job.object_id, exc, now)
+                    ]
+                )
+            )
+            self._retry_later(job, now)
+            if state.status is not models.AccountStatus.FAILING:
+                state.status = models.AccountStatus.FAILING
+                await self.store.set_account_status(
+                    models.IgUserId(job.account),
+                    models.AccountStatus.FAILING,
+                    exc.describe()[:500],
+                    now,
+                )
+            log.warning(
+                "job_failed",
+                error=type(exc).__name__,
+                code=exc.code,
+                message=str(exc)[:300],
+                seconds=round(self.clock.monotonic() - started, 3),
+            )
+            return
+        self.stats.jobs_done += 1
+        if state.status is not models.AccountStatus.OK:
+            state.status = models.AccountStatus.OK
+            await self.store.set_account_status(
+                models.IgUserId(job.account), models.AccountStatus.OK, None, self.clock.now()
+            )
+        log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
+
+    def _retry_later(self, job: scheduler.Job, now: datetime) -> None:
+        if job.kind is Kind.STORY_INSIGHTS:
+            state = self.accounts[job.account]
+            media = state.media.get(job.object_id or "")
+            if media is None or media.expires_at is None:
+                return
+            retry_at = now + FINAL_RETRY if job.final else now + FAILED_RETRY
+            final_start = media.expires_at - self.cadence.story_final_lead
+            if not job.final and retry_at >= final_start:
+                retry_at = max(final_start, now)
+            if retry_at < media.expires_at:
+                final = job.final or retry_at >= final_start
+                self.scheduler.add(
+                    dataclasses.replace(
+                        job,
+                        due_at=retry_at,
+                        final=final,
+                        priority=scheduler.Priority.STORY_FINAL if final else job.priority,
+                    )
+                )
+            else:
+                self._story_missed(job.account, job.object_id or "", media, "retries ran out")
+            return
+        self.scheduler.add(dataclasses.replace(job, due_at=now + FAILED_RETRY))
+
+    def _story_missed(self, uid: str, story_id: str, media: _MediaState, why: str) -> None:
+        media.gone = True
+        self.stats.stories_missed += 1
+        self.log.warning("story_final_missed", ig_user_id=uid, media_id=story_id, reason=why)
+
+    async def _dispatch(self, state: AccountState, job: scheduler.Job) -> None:
+        ctx = state.context
+        target = state.target
+        uid = target.ig_user_id
+        c = self.cadence
+        now = self.clock.now()
+        kind = job.kind
+
+        def again(every: timedelta) -> None:
+            stretch = self.client.limiter.pacing_delay(uid, every)
+            self.scheduler.add(
+                scheduler.job(kind, uid, self.clock.now() + every + stretch, every=every)
+            )
+
+        if kind is Kind.TOKEN_CHECK:
+            await self._token_check(state)
+            again(c.token_check)
+        elif kind is Kind.PROFILE:
+            await self._write(await jobs.profile(ctx, target))
+            await self.store.record_success(uid, self.clock.now())
+            again(c.profile)
+        elif kind is Kind.MEDIA_DISCOVERY:
+            known = set(state.media)
+            batch = await jobs.media_discovery(ctx, target, known, walk_all=not known)
+            await self._write(batch)
+            for media in batch.media:
+                if media.media_id not in state.media:
+                    self._add_media(state, media)
+            again(c.media_discovery)
+        elif kind is Kind.STORY_DISCOVERY:
+            batch = await jobs.story_discovery(ctx, target)
+            await self._write(batch)
+            for story in batch.media:
+                if story.media_id not in state.media:
+                    self._add_media(state, story)
+            again(c.story_discovery)
+        elif kind in (Kind.ACCOUNT_INSIGHTS, Kind.DEMOGRAPHICS):
+            demographics = kind is Kind.DEMOGRAPHICS
+            if demographics:
+                since = now
+            else:
+                last_end = await self.store.last_account_metric_end(uid)
+                since = (
+                    now - timedelta(days=c.backfill_days)
+                    if last_end is None
+                    else min(last_end, now) - timedelta(days=c.repoll_days)
+                )
+            batch = await jobs.account_insights(
+                ctx, target, since=since, daily=not demographics, demographics=demographics
+            )
+            await self._write(batch)
+            again(c.demographics if demographics else c.account_insights)
+        elif kind is Kind.MEDIA_INSIGHTS or kind is Kind.STORY_INSIGHTS:
+            await self._media_job(state, job)
+
+    def _add_media(self, state: AccountState, media: models.Media) -> None:
+        entry = _MediaState(
+            kind=media.kind,
+            media_type=media.media_type,
+            product_type=media.media_product_type,
+            posted_at=media.posted_at,
+            expires_at=media.expires_at,
+        )
+        state.media[media.media_id] = entry
+        self._schedule_media(state.target.ig_user_id, media.media_id, entry, self.clock.now())
+
+    async def _media_job(self, state: AccountState, job: scheduler.Job) -> None:
+        media_id = job.object_id or ""
+        entry = state.media.get(media_id)
+        if entry is None or entry.gone:
+            return
+        uid = state.target.ig_user_id
+        media = models.Media(
+            media_id=models.MediaId(media_id),
+            ig_user_id=models.IgUserId(uid),
+            media_type=entry.media_type,
+            media_product_type=entry.product_type,
+            posted_at=entry.posted_at,
+            permalink=None,
+            caption=None,
+            expires_at=entry.expires_at,
+            seen_at=self.clock.now(),
+        )
+        batch = await jobs.media_insights(state.context, state.target, media)
+        await self._write(batch)
+        now = self.clock.now()
+        entry.last_polled = now
+        poll = batch.media_polls[-1] if batch.media_polls else None
+        status = poll.status if poll else models.InsightsStatus.OK
+        if entry.expires_at is not None:
+            if poll is not None and poll.is_final:
+                entry.final_taken = True
+                self.stats.stories_finalised += 1
+                lead = (entry.expires_at - poll.polled_at).total_seconds()
+                self.stats.final_leads.append(lead)
+                self.log.info(
+                    "story_finalised",
+                    account=state.target.name,
+                    media_id=media_id,
+                    lead_seconds=round(lead, 1),
+                    late_seconds=round((now - job.due_at).total_seconds(), 1),
+                )
+            elif job.final and status is models.InsightsStatus.BELOW_THRESHOLD:
+                entry.final_taken = True  # below 5 viewers at the end: that is the final word
+            elif status is models.InsightsStatus.GONE:
+                entry.gone = True
+                if not entry.final_taken:
+                    self._story_missed(
+                        uid, media_id, entry, (poll.reason if poll else None) or "gone"
+                    )
+                return
+        elif status in (
+            models.InsightsStatus.GONE,
+            models.InsightsStatus.BEFORE_CONVERSION,
+            models.InsightsStatus.UNAVAILABLE,
+        ):
+            entry.gone = True
+            return
+        self._schedule_media(uid, media_id, entry, now)
+
+    async def _token_check(self, state: AccountState) -> None:
+        target = state.target
+        info = await jobs.token_check(state.context, target)
+        now = self.clock.now()
+        await self.store.set_token_info(
+            target.ig_user_id,
+            valid=info.is_valid,
+            expires_at=info.expires_at,
+            data_access_expires_at=info.data_access_expires_at,
+            scopes=list(info.scopes),
+            checked_at=now,
+        )
+        if not info.is_valid:
+            raise errors.TokenInvalid(
+                f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
+            )
+        soonest = min(
+            (t for t in (info.expires_at, info.data_access_expires_at) if t is not None),
+            default=None,
+        )
+        if soonest is not None and soonest - now <= self.cadence.token_expiry_warning:
+            self.log.warning(
+                "token_expiring",
+                account=target.name,
+                ig_user_id=target.ig_user_id,
+                expires_at=soonest.isoformat(),
+                days_left=round((soonest - now).total_seconds() / 86400, 1),
+            )
