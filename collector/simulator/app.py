@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -35,10 +36,8 @@ def _reset(request: web.Request) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 
@@ -61,7 +60,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     delay = settings["latency"] + settings["latency_jitter"] * rng.random()
     if delay > 0:
         await asyncio.sleep(delay)
-    params = {k: v for k, v in request.query.items()}
+    params = dict(request.query.items())
     if request.method == "POST":
         form = await request.post()
         params.update({k: v for k, v in form.items() if isinstance(v, str)})
@@ -90,10 +89,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     if fault == "timeout":
         g.record_transport_fault(call, fault, 0)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(g.faults.released.wait(), settings["hang_seconds"])
-        except TimeoutError:
-            pass
         _reset(request)
         return web.Response(status=504)
     if fault == "reset":
@@ -130,6 +127,6 @@ def make_app(g: graph.Graph) -> web.Application:
         "slow_delay": cfg.slow_delay,
         "hang_seconds": cfg.hang_seconds,
     }
-    app[RNG_KEY] = random.Random(f"latency:{cfg.seed}")
+    app[RNG_KEY] = random.Random(f"latency:{cfg.seed}")  # noqa: S311 - jitter, not crypto
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

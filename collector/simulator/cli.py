@@ -43,8 +43,8 @@ def parse_duration(text: str) -> timedelta:
 def parse_faults(text: str) -> dict[str, float]:
     """``http500=0.01,reset=0.005`` → {kind: rate}."""
     out: dict[str, float] = {}
-    for item in text.split(","):
-        item = item.strip()
+    for raw in text.split(","):
+        item = raw.strip()
         if not item:
             continue
         kind, sep, rate_text = item.partition("=")

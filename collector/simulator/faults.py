@@ -28,7 +28,7 @@ TRANSPORT_KINDS = ("slow", "timeout", "reset", "truncated", "nonjson", "html502"
 BATCH_KINDS = ("batch_null",)
 KINDS = ERROR_KINDS + TRANSPORT_KINDS + BATCH_KINDS
 #: a scripted "ok" lets one matching request through
-PASS = "ok"
+LET_THROUGH = "ok"
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ class _Script:
 
 
 def check_kind(kind: str) -> str:
-    if kind not in KINDS and kind != PASS:
+    if kind not in KINDS and kind != LET_THROUGH:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
     return kind
 
@@ -47,7 +47,8 @@ class Faults:
     """Decides which requests fail and how."""
 
     def __init__(self, rates: Mapping[str, float], seed: int) -> None:
-        self._rng = random.Random(f"faults:{seed}")
+        # Reproducible simulation, not cryptography.
+        self._rng = random.Random(f"faults:{seed}")  # noqa: S311
         self._rates: dict[str, float] = {}
         self._scripts: list[_Script] = []
         self.fired: collections.Counter[str] = collections.Counter()
@@ -86,7 +87,7 @@ class Faults:
         for script in self._scripts:
             if script.kinds and script.pattern.search(target):
                 kind = script.kinds.popleft()
-                if kind == PASS:
+                if kind == LET_THROUGH:
                     return None
                 self.fired[kind] += 1
                 return kind

@@ -70,7 +70,7 @@ class _Ctx:
     kind: str = "unknown"
     account: world.Account | None = None
     token_account: world.Account | None = None
-    token_kind: str = "none"
+    caller: str = "none"
     app_usage: bool = False
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     served: insights.Served = dataclasses.field(init=False)
@@ -282,7 +282,7 @@ class Graph:
                 raise apierror.ApiError(
                     "(#200) Requires a user or page access token for this action", code=200
                 )
-            ctx.token_kind = "app"
+            ctx.caller = "app"
         else:
             acct = w.account_by_token(token)
             if acct is None and token != w.user_token:
@@ -295,10 +295,10 @@ class Graph:
                     raise apierror.proof_invalid()
             if acct is not None:
                 self._check_token_state(acct, ctx.now)
-                ctx.token_kind = "account"
+                ctx.caller = "account"
                 ctx.token_account = acct
             else:
-                ctx.token_kind = "user"
+                ctx.caller = "user"
         if not self.budgets.charge_app(ctx.ts):
             ctx.app_usage = True
             raise apierror.app_throttled()
@@ -328,11 +328,11 @@ class Graph:
         counter.add(ctx.ts, cost)
 
     def _may_see(self, ctx: _Ctx, acct: world.Account) -> bool:
-        return ctx.token_kind == "user" or ctx.token_account is acct
+        return ctx.caller == "user" or ctx.token_account is acct
 
     def _need_insights_permission(self, ctx: _Ctx) -> None:
         acct = ctx.token_account
-        if acct is not None and acct.token_state == "no_permission":
+        if acct is not None and _no_permission(acct):
             raise apierror.no_permission()
 
     # ------------------------------------------------------------------ /me
@@ -424,7 +424,7 @@ class Graph:
                 raise apierror.unknown_path(f"/{edge}")
             if page_acct is not None and not self._may_see(ctx, page_acct):
                 raise apierror.object_missing(object_id)
-            if page_acct is None and ctx.token_kind != "user":
+            if page_acct is None and ctx.caller != "user":
                 raise apierror.object_missing(object_id)
             return self._page_json(ctx, object_id, page_acct, self._parse(ctx, "name,id"))
         try:
@@ -818,15 +818,15 @@ class Graph:
             )
         wanted = self._parse(ctx, "id")
         out: dict[str, Any] = {}
-        for object_id, acct, media in visible:
-            assert acct is not None
-            if object_id == acct.page_id:
-                out[object_id] = self._page_json(ctx, object_id, acct, wanted)
+        for object_id, owner, media in visible:
+            assert owner is not None
+            if object_id == owner.page_id:
+                out[object_id] = self._page_json(ctx, object_id, owner, wanted)
                 continue
             cost = 1 + (self.config.nested_insights_cost if _wants_insights(wanted) else 0)
-            self._charge(ctx, acct, cost)
+            self._charge(ctx, owner, cost)
             if media is None:
-                out[object_id] = self._user_json(ctx, acct, wanted)
+                out[object_id] = self._user_json(ctx, owner, wanted)
             else:
                 out[object_id] = self._media_json(ctx, media, wanted)
         return out
@@ -860,7 +860,7 @@ class Graph:
             }
         accounts = [acct] if acct is not None else list(w.accounts)
         scopes = list(world.SCOPES)
-        if acct is not None and acct.token_state == "no_permission":
+        if acct is not None and _no_permission(acct):
             scopes.remove("instagram_manage_insights")
         data: dict[str, Any] = {
             "app_id": w.app_id,
@@ -995,3 +995,8 @@ def _unparse(specs: list[fields.Field]) -> str:
             text += "{" + _unparse(spec.children) + "}"
         parts.append(text)
     return ",".join(parts)
+
+
+def _no_permission(acct: world.Account) -> bool:
+    """The token lacks ``instagram_manage_insights``."""
+    return acct.token_state == "no_permission"  # noqa: S105 - a state name, not a secret

@@ -229,7 +229,7 @@ def account_query(params: dict[str, str], *, version: int, now: float) -> Accoun
 
 def _day_ends(since: float, until: float) -> list[tuple[date, float]]:
     """Pacific days whose end (exclusive cutoff) falls in (since, until]."""
-    out = []
+    out: list[tuple[date, float]] = []
     day = world.pacific_day(since)
     while True:
         _, end = world.pacific_day_bounds(day)

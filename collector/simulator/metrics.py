@@ -33,46 +33,45 @@ class AccountMetric:
     """What an account metric accepts."""
 
     periods: tuple[str, ...]
-    total_value: bool
-    time_series: bool
+    total_value: bool = True
+    time_series: bool = False
     breakdowns: tuple[str, ...] = ()
     follower_gated: bool = False
     demographic: bool = False
 
 
-_TV = {"total_value": True, "time_series": False}
 _DEMO_BREAKDOWNS = ("age", "city", "country", "gender")
 _ACCOUNT: dict[str, AccountMetric] = {
     "reach": AccountMetric(
         ("day", "week", "days_28"), True, True, ("media_product_type", "follow_type")
     ),
     "impressions": AccountMetric(("day", "week", "days_28"), True, True),
-    "views": AccountMetric(("day",), breakdowns=("follow_type", "media_product_type"), **_TV),
-    "accounts_engaged": AccountMetric(("day",), **_TV),
-    "total_interactions": AccountMetric(("day",), breakdowns=("media_product_type",), **_TV),
-    "likes": AccountMetric(("day",), breakdowns=("media_product_type",), **_TV),
-    "comments": AccountMetric(("day",), breakdowns=("media_product_type",), **_TV),
-    "shares": AccountMetric(("day",), breakdowns=("media_product_type",), **_TV),
-    "saves": AccountMetric(("day",), breakdowns=("media_product_type",), **_TV),
-    "replies": AccountMetric(("day",), **_TV),
-    "reposts": AccountMetric(("day",), **_TV),
+    "views": AccountMetric(("day",), breakdowns=("follow_type", "media_product_type")),
+    "accounts_engaged": AccountMetric(("day",)),
+    "total_interactions": AccountMetric(("day",), breakdowns=("media_product_type",)),
+    "likes": AccountMetric(("day",), breakdowns=("media_product_type",)),
+    "comments": AccountMetric(("day",), breakdowns=("media_product_type",)),
+    "shares": AccountMetric(("day",), breakdowns=("media_product_type",)),
+    "saves": AccountMetric(("day",), breakdowns=("media_product_type",)),
+    "replies": AccountMetric(("day",)),
+    "reposts": AccountMetric(("day",)),
     "follows_and_unfollows": AccountMetric(
-        ("day",), breakdowns=("follow_type",), follower_gated=True, **_TV
+        ("day",), breakdowns=("follow_type",), follower_gated=True
     ),
-    "profile_links_taps": AccountMetric(("day",), breakdowns=("contact_button_type",), **_TV),
+    "profile_links_taps": AccountMetric(("day",), breakdowns=("contact_button_type",)),
     "follower_demographics": AccountMetric(
-        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True, **_TV
+        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True
     ),
     "engaged_audience_demographics": AccountMetric(
-        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True, **_TV
+        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True
     ),
     "reached_audience_demographics": AccountMetric(
-        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True, **_TV
+        ("lifetime",), breakdowns=_DEMO_BREAKDOWNS, follower_gated=True, demographic=True
     ),
     "follower_count": AccountMetric(("day",), False, True, follower_gated=True),
     "online_followers": AccountMetric(("lifetime",), False, True, follower_gated=True),
-    "profile_views": AccountMetric(("day",), **_TV),
-    "website_clicks": AccountMetric(("day",), **_TV),
+    "profile_views": AccountMetric(("day",)),
+    "website_clicks": AccountMetric(("day",)),
     "email_contacts": AccountMetric(("day",), True, True),
     "get_directions_clicks": AccountMetric(("day",), True, True),
     "phone_call_clicks": AccountMetric(("day",), True, True),
@@ -230,7 +229,7 @@ def validate_account_request(
         for name in metrics:
             if not _ACCOUNT[name].demographic:
                 continue
-            allowed_tf = TIMEFRAMES
+            allowed_tf: tuple[str, ...] = TIMEFRAMES
             if name != "follower_demographics" and version >= 20:
                 allowed_tf = ("this_month", "this_week")
             if timeframe not in allowed_tf:
@@ -512,12 +511,18 @@ _TITLES: dict[str, tuple[str, str]] = {
     ),
 }
 _ACCOUNT_DESCRIPTIONS = {
-    "reach": "The number of unique accounts that have seen your content, at least once, including in ads.",
+    "reach": (
+        "The number of unique accounts that have seen your content, at least once, including "
+        "in ads."
+    ),
     "views": "The number of times your content was played or displayed.",
     "likes": "The number of likes on your posts, reels and videos.",
     "comments": "The number of comments on your posts, reels, videos and live videos.",
     "shares": "The number of shares of your posts, stories, reels, videos and live videos.",
-    "total_interactions": "The total number of post interactions, story interactions, reels interactions, video interactions and live video interactions.",
+    "total_interactions": (
+        "The total number of post interactions, story interactions, reels interactions, video "
+        "interactions and live video interactions."
+    ),
     "replies": "The number of replies you received from your story.",
     "reposts": "The number of times your content was reposted.",
     "impressions": "The number of times your content was on screen.",

@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -163,7 +163,7 @@ class Webhooks:
 
     def _log_served(self, delivery: Delivery, now: float) -> None:
         value = json.loads(delivery.body)["entry"][0]["changes"][0]["value"]
-        at = datetime.fromtimestamp(now, world.UTC)
+        at = datetime.fromtimestamp(now, UTC)
         self.stats.serve(
             [
                 stats.ServedValue(

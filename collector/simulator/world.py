@@ -368,7 +368,8 @@ class World:
         self.app_secret = config.app_secret
         self.app_name = "Insights Collector (simulated)"
         # Without a configured secret the app token still needs a secret-looking half.
-        self.app_token = f"{self.app_id}|{config.app_secret or _chars(32, '0123456789abcdef', seed, 'appsecret')}"
+        secret = config.app_secret or _chars(32, "0123456789abcdef", seed, "appsecret")
+        self.app_token = f"{self.app_id}|{secret}"
         self.user_token = "EAAsimU" + _chars(57, _ALPHABET, seed, "usertoken")
         self.user_id = str(10**16 + digest(seed, "user") % (9 * 10**16))
         self.accounts: list[Account] = []
@@ -432,7 +433,7 @@ class World:
             username=f"sim_acct_{i + 1}",
             name=f"Simulated Account {i + 1}",
             token="EAAsim" + _chars(58, _ALPHABET, seed, "token", i),
-            token_state="ok",
+            token_state="ok",  # noqa: S106 - a state name, not a secret
             token_issued_at=issued,
             token_expires_at=expires,
             data_access_expires_at=(self.created_at + cfg.data_access_lifetime).replace(
@@ -587,7 +588,7 @@ class World:
         return self._media.get(media_id)
 
     def media_of(self, ig_user_id: str, at: datetime | None = None) -> list[Media]:
-        """Feed media and reels visible at ``at`` (default now), newest first, as /media lists them."""
+        """Feed media and reels visible at ``at`` (default now), newest first, as /media lists."""
         ts = (at or self.clock.now()).timestamp()
         self._extend(ts)
         items = self._feed[ig_user_id]
@@ -652,7 +653,7 @@ class World:
     # ------------------------------------------------------------------ mutators (tests)
 
     def set_token_state(self, ig_user_id: str, state: TokenState) -> None:
-        """Make an account's token ok / expired / invalid / password_changed / logged_out / no_permission."""
+        """Put an account's token in one of ``TOKEN_STATES``."""
         if state not in TOKEN_STATES:
             raise ValueError(f"token state must be one of {', '.join(TOKEN_STATES)}, got {state!r}")
         self._by_ig[ig_user_id].token_state = state
@@ -711,7 +712,7 @@ class World:
     def comments_count(self, media: Media, at: float) -> int:
         return int(self.media_metric(media.id, "comments", at) or 0)
 
-    # ------------------------------------------------------------------ ground truth: media insights
+    # ---------------------------------------------------------- ground truth: media insights
 
     def _growth(self, media: Media, ts: float) -> float:
         end = ts if media.expires is None else min(ts, media.expires)
@@ -787,7 +788,7 @@ class World:
             weights = [0.05 + unit(self.seed, "act", media_id, d) for d in dims]
         return dict(zip(dims, split(total, weights), strict=True))
 
-    # ------------------------------------------------------------------ ground truth: account insights
+    # ---------------------------------------------------------- ground truth: account insights
 
     @functools.lru_cache(maxsize=262144)  # noqa: B019 - the world lives as long as its caches
     def _day_full(self, ig_user_id: str, metric: str, day: date) -> int:
@@ -884,7 +885,7 @@ class World:
             weights = [(0.02 + unit(self.seed, "demo", ig_user_id, bd, d)) ** 2 for d in dims]
             wsum = sum(weights)
             rows = {
-                key + (d,): share * w / wsum
+                (*key, d): share * w / wsum
                 for key, share in rows.items()
                 for d, w in zip(dims, weights, strict=True)
             }

@@ -46,7 +46,8 @@ async def test_me_accounts_paginates_all_pages_for_the_user_token(sim: server.Si
     assert "previous" not in body["paging"]
     assert "X-App-Usage" in headers
     nxt = body["paging"]["next"]
-    assert token in nxt and nxt.startswith(sim.base_url + "/v25.0/me/accounts?")
+    assert token in nxt
+    assert nxt.startswith(sim.base_url + "/v25.0/me/accounts?")
     async with aiohttp.ClientSession() as session, session.get(nxt) as resp:
         page2 = await resp.json()
     assert "next" not in page2["paging"]
@@ -148,15 +149,19 @@ async def test_media_fields_absent_is_not_zero(sim: server.Simulator) -> None:
     reel = next(m for m in media if m.product_type == "REELS")
     wanted = "id,media_type,media_product_type,timestamp,permalink,like_count,comments_count,thumbnail_url,total_views_count"
     _, body, _ = await get(sim, f"/v25.0/{image.id}", acct.token, fields=wanted)
-    assert "thumbnail_url" not in body and "total_views_count" not in body
+    assert "thumbnail_url" not in body
+    assert "total_views_count" not in body
     assert body["timestamp"] == image.posted_at.strftime("%Y-%m-%dT%H:%M:%S+0000")
     assert body["permalink"] == f"https://www.instagram.com/p/{image.shortcode}/"
     assert body["like_count"] == sim.world.media_metric(image.id, "likes", START)
     _, body, _ = await get(sim, f"/v25.0/{reel.id}", acct.token, fields=wanted)
-    assert body["media_type"] == "VIDEO" and body["media_product_type"] == "REELS"
-    assert "/reel/" in body["permalink"] and "thumbnail_url" in body
+    assert body["media_type"] == "VIDEO"
+    assert body["media_product_type"] == "REELS"
+    assert "/reel/" in body["permalink"]
+    assert "thumbnail_url" in body
     status, body, _ = await get(sim, f"/v25.0/{reel.id}", acct.token, fields="view_count")
-    assert status == 400 and body["error"]["code"] == 36104
+    assert status == 400
+    assert body["error"]["code"] == 36104
 
 
 async def test_stories_edge_lists_only_live_stories(sim: server.Simulator) -> None:
@@ -180,7 +185,8 @@ async def test_multi_ids_and_nested_edge_fields(sim: server.Simulator) -> None:
     assert set(body) == {m.id for m in media}
     assert body[media[0].id] == {"id": media[0].id, "media_type": media[0].media_type}
     status, body, _ = await get(sim, "/v25.0/", acct.token, ids=f"{ids},999")
-    assert status == 400 and body["error"]["code"] == 803
+    assert status == 400
+    assert body["error"]["code"] == 803
     _, body, _ = await get(
         sim, f"/v25.0/{acct.ig_user_id}", acct.token, fields="id,media.limit(3){id,timestamp}"
     )
@@ -194,7 +200,8 @@ async def test_other_accounts_objects_are_invisible(sim: server.Simulator) -> No
     mine, theirs = sim.world.accounts[0], sim.world.accounts[1]
     status, body, _ = await get(sim, f"/v25.0/{theirs.ig_user_id}", mine.token)
     assert status == 400
-    assert body["error"]["code"] == 100 and body["error"]["error_subcode"] == 33
+    assert body["error"]["code"] == 100
+    assert body["error"]["error_subcode"] == 33
     assert body["error"]["type"] == "GraphMethodException"
     status, _, _ = await get(sim, f"/v25.0/{theirs.ig_user_id}", sim.world.user_token)
     assert status == 200
@@ -203,9 +210,11 @@ async def test_other_accounts_objects_are_invisible(sim: server.Simulator) -> No
 async def test_unknown_version_and_path(sim: server.Simulator) -> None:
     acct = sim.world.accounts[0]
     status, body, _ = await get(sim, f"/v99.0/{acct.ig_user_id}", acct.token)
-    assert status == 400 and body["error"]["code"] == 2500
+    assert status == 400
+    assert body["error"]["code"] == 2500
     assert body["error"]["message"].startswith("Unknown path components")
     status, _, _ = await get(sim, f"/v16.0/{acct.ig_user_id}", acct.token)
     assert status == 200  # expired versions are served by the oldest available one
     status, body, _ = await get(sim, f"/v25.0/{acct.ig_user_id}/nothing", acct.token)
-    assert status == 400 and body["error"]["code"] == 2500
+    assert status == 400
+    assert body["error"]["code"] == 2500

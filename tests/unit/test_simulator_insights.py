@@ -48,9 +48,9 @@ def pick(
 ) -> tuple[world.Account, world.Media]:
     for acct in sim.world.accounts:
         for m in sim.world.media_of(acct.ig_user_id):
-            if m.product_type == product and (media_type is None or m.media_type == media_type):
-                if acct.conversion_at is None or m.posted_at >= acct.conversion_at:
-                    return acct, m
+            kind_ok = m.product_type == product and media_type in (None, m.media_type)
+            if kind_ok and (acct.conversion_at is None or m.posted_at >= acct.conversion_at):
+                return acct, m
     raise AssertionError("no such media")
 
 
@@ -97,7 +97,8 @@ async def test_unknown_metric_names_index_and_version_enum(sim: server.Simulator
         "(#100) metric[1] must be one of the following values: " + ", ".join(metrics.media_enum(25))
     )
     _, body21 = await get(sim, f"/v21.0/{media.id}/insights", acct.token, metric="bogus")
-    assert "metric[0]" in body21["error"]["message"] and "plays" in body21["error"]["message"]
+    assert "metric[0]" in body21["error"]["message"]
+    assert "plays" in body21["error"]["message"]
     assert "plays" not in body["error"]["message"]
 
 
@@ -110,7 +111,8 @@ async def test_deprecated_metrics_by_version(sim: server.Simulator) -> None:
     _, body = await get(sim, f"/v22.0/{reel.id}/insights", acct.token, metric="plays")
     assert "the plays metric is no longer supported" in body["error"]["message"]
     status, body = await get(sim, f"/v21.0/{reel.id}/insights", acct.token, metric="plays")
-    assert status == 200 and body["data"][0]["name"] == "plays"
+    assert status == 200
+    assert body["data"][0]["name"] == "plays"
     _, body = await get(sim, f"/v21.0/{reel.id}/insights", acct.token, metric="video_views")
     assert "version v21.0 and above, the video_views metric" in body["error"]["message"]
     # impressions on <= v21 only for media created before July 2024
@@ -126,7 +128,8 @@ async def test_deprecated_metrics_by_version(sim: server.Simulator) -> None:
     assert status == 200
     new_acct, new = pick(sim, "FEED")
     status, body = await get(sim, f"/v21.0/{new.id}/insights", new_acct.token, metric="impressions")
-    assert status == 400 and "v22.0 and above, the impressions metric" in body["error"]["message"]
+    assert status == 400
+    assert "v22.0 and above, the impressions metric" in body["error"]["message"]
 
 
 async def test_product_type_support_fails_the_whole_request(sim: server.Simulator) -> None:
@@ -226,7 +229,8 @@ async def test_expired_story_error_knob(fake: clock.FakeClock) -> None:
         story = sim.world.stories_of(acct.ig_user_id)[0]
         fake.advance(300)
         status, body = await get(sim, f"/v25.0/{story.id}/insights", acct.token, metric="reach")
-        assert status == 400 and body["error"]["error_subcode"] == 33
+        assert status == 400
+        assert body["error"]["error_subcode"] == 33
 
 
 async def test_media_before_business_conversion(sim: server.Simulator) -> None:
@@ -253,7 +257,8 @@ async def test_media_before_business_conversion(sim: server.Simulator) -> None:
         fields="id,insights.metric(reach)",
         limit="50",
     )
-    assert status == 400 and body["error"]["error_subcode"] == 2108006
+    assert status == 400
+    assert body["error"]["error_subcode"] == 2108006
 
 
 async def test_nested_insights_expansion(sim: server.Simulator) -> None:
@@ -278,7 +283,8 @@ async def test_nested_insights_expansion(sim: server.Simulator) -> None:
         fields="id,insights.metric(reach,ig_reels_avg_watch_time)",
         limit="10",
     )
-    assert status == 400 and "ig_reels_avg_watch_time" in body["error"]["message"]
+    assert status == 400
+    assert "ig_reels_avg_watch_time" in body["error"]["message"]
     status, body = await get(
         sim, f"/v25.0/{acct.ig_user_id}/stories", acct.token,
         fields="id,insights.metric(navigation).breakdown(story_navigation_action_type)",
@@ -312,7 +318,7 @@ async def test_account_time_series_pacific_buckets(sim: server.Simulator) -> Non
         "since=1780099200&until=1780272000&access_token=" + acct.token
     ) or ("since=1780099200&until=1780272000" in body["paging"]["previous"])
     assert "since=1780444800&until=1780617600" in body["paging"]["next"]
-    served = [v for v in sim.stats.served_for(ig, "reach")]
+    served = list(sim.stats.served_for(ig, "reach"))
     assert [(v.end_time, v.value) for v in served] == [
         (datetime(2026, 6, 1, 7, tzinfo=UTC), values[0]["value"]),
         (datetime(2026, 6, 2, 7, tzinfo=UTC), values[1]["value"]),
@@ -446,7 +452,8 @@ async def test_demographics_and_online_followers(sim: server.Simulator) -> None:
         until=str(int(START.timestamp())),
     )
     values = body["data"][0]["values"]
-    assert len(values) == 3 and set(values[0]["value"]) == {str(h) for h in range(24)}
+    assert len(values) == 3
+    assert set(values[0]["value"]) == {str(h) for h in range(24)}
 
 
 async def test_follower_metrics_empty_under_100_followers(fake: clock.FakeClock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -80,7 +81,7 @@ def test_counters_never_decrease_and_move_within_an_hour() -> None:
                 w.media_metric(newest.id, "reach", at),
             )
         )
-    for earlier, later in zip(values, values[1:], strict=False):
+    for earlier, later in itertools.pairwise(values):
         assert all(b >= a for a, b in zip(earlier, later, strict=True))  # type: ignore[operator]
     assert values[1][0] > values[0][0]
     assert values[1][1] != values[0][1]
