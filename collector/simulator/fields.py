@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from collector.simulator import apierror
 
@@ -87,8 +88,14 @@ class _Parser:
             raise self.fail(f'Expected end of string instead of "{ch}".')
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> tuple[Field, ...]:
+    return tuple(_Parser(text).field_list(None))
+
+
 def parse(text: str) -> list[Field]:
-    """Parse a ``fields`` value (raises the Graph 2500 syntax error)."""
+    """Parse a ``fields`` value (raises the Graph 2500 syntax error); results are shared."""
     if not text.strip():
         return []
-    return _Parser(text).field_list(None)
+    # Clients repeat the same few field lists; parsed fields are never mutated.
+    return list(_parse_cached(text))

@@ -30,8 +30,36 @@ from collector.simulator import (
 )
 
 MAX_BATCH = 50
+_CDN = "https://scontent.cdninstagram.com/sim"
+#: IG Media count fields -> the media metric they report
+_MEDIA_COUNTS = {
+    "like_count": "likes",
+    "comments_count": "comments",
+    "total_like_count": "total_likes",
+    "total_comments_count": "total_comments",
+    "total_views_count": "total_views",
+    "saved_count": "saved",
+    "shares_count": "shares",
+    "reposts_count": "reposts",
+}
+_FEED_ONLY_COUNTS = frozenset(
+    ("like_count", "comments_count", "total_like_count", "total_comments_count", "saved_count")
+)
+#: known IG Media fields without a simulated value: absent, as Meta omits them
+_ABSENT_MEDIA_FIELDS = frozenset(
+    (
+        "alt_text",
+        "boost_eligibility_info",
+        "copyright_check_information",
+        "current_live_viewer_count",
+        "has_poll",
+        "has_slider",
+        "media_audio_type",
+        "video_title",
+        "children",
+    )
+)
 MAX_LIMIT = 500
-_TRACE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 JSON_TYPE = "application/json; charset=UTF-8"
 
 
@@ -151,13 +179,10 @@ class Graph:
     # ------------------------------------------------------------------ entry points
 
     def trace_id(self) -> str:
+        """A deterministic, real-looking ``fbtrace_id``."""
         self._trace += 1
-        n = world.digest(self.world.seed, "trace", self._trace)
-        out = []
-        for _ in range(23):
-            out.append(_TRACE_ALPHABET[n % 64])
-            n = n // 64 or world.digest(n, self._trace)
-        return "A" + "".join(out[:22])
+        raw = hashlib.blake2b(f"{self.world.seed}:{self._trace}".encode(), digest_size=16)
+        return "A" + base64.urlsafe_b64encode(raw.digest()).decode()[:22]
 
     def handle(
         self,
@@ -571,90 +596,72 @@ class Graph:
     def _media_json(
         self, ctx: _Ctx, media: world.Media, wanted: list[fields.Field]
     ) -> dict[str, Any]:
-        w = self.world
-        acct = w.account(media.ig_user_id)
-        story = media.is_story
-        video = media.media_type == "VIDEO"
-        served = ctx.served
-
-        def counted(name: str, metric: str) -> int | None:
-            value = w.media_metric(media.id, metric, ctx.ts)
-            assert value is not None
-            served.add(media.id, media.ig_user_id, name, value, source="field")
-            return int(value)
-
-        def forbidden_view_count() -> Any:
-            raise apierror.ApiError(
-                "(#36104) You do not have permission to access this field outside of the "
-                "Business Discovery API.",
-                code=36104,
-            )
-
-        path = "reel" if media.product_type == "REELS" else "p"
-        permalink = (
-            f"https://instagram.com/stories/{acct.username}/{media.id}/"
-            if story
-            else f"https://www.instagram.com/{path}/{media.shortcode}/"
-        )
-        url = f"https://scontent.cdninstagram.com/sim/{media.id}.{'mp4' if video else 'jpg'}"
-        getters: dict[str, Callable[[], Any]] = {
-            "id": lambda: media.id,
-            "media_type": lambda: media.media_type,
-            "media_product_type": lambda: media.product_type,
-            "timestamp": lambda: world.graph_time(media.posted),
-            "permalink": lambda: permalink,
-            "shortcode": lambda: media.shortcode,
-            "caption": lambda: media.caption,
-            "media_url": lambda: url if media.has_media_url else None,
-            "thumbnail_url": lambda: (
-                f"https://scontent.cdninstagram.com/sim/{media.id}_t.jpg" if video else None
-            ),
-            "username": lambda: acct.username,
-            "owner": lambda: {"id": acct.ig_user_id},
-            "ig_id": lambda: str(world.digest(media.id, "igid") % 10**19),
-            "legacy_instagram_media_id": lambda: str(world.digest(media.id, "igid") % 10**19),
-            "is_comment_enabled": lambda: None if story else True,
-            "is_shared_to_feed": lambda: True if media.product_type == "REELS" else None,
-            "is_ai_generated": lambda: False,
-            "like_count": lambda: None if story else counted("like_count", "likes"),
-            "comments_count": lambda: None if story else counted("comments_count", "comments"),
-            "total_like_count": lambda: (
-                None if story else counted("total_like_count", "total_likes")
-            ),
-            "total_comments_count": lambda: (
-                None if story else counted("total_comments_count", "total_comments")
-            ),
-            "total_views_count": lambda: (
-                counted("total_views_count", "total_views") if video else None
-            ),
-            "saved_count": lambda: None if story else counted("saved_count", "saved"),
-            "shares_count": lambda: counted("shares_count", "shares"),
-            "reposts_count": lambda: counted("reposts_count", "reposts"),
-            "view_count": forbidden_view_count,
-            # Known IG Media fields without a simulated value: absent, as Meta omits them.
-            "alt_text": lambda: None,
-            "boost_eligibility_info": lambda: None,
-            "copyright_check_information": lambda: None,
-            "current_live_viewer_count": lambda: None,
-            "has_poll": lambda: None,
-            "has_slider": lambda: None,
-            "media_audio_type": lambda: None,
-            "video_title": lambda: None,
-            "children": lambda: None,
-        }
+        acct = self.world.account(media.ig_user_id)
         out: dict[str, Any] = {}
         for spec in wanted:
             if spec.name == "insights":
                 out["insights"] = self._expanded_insights(ctx, media, spec)
                 continue
-            getter = getters.get(spec.name)
-            if getter is None:
-                raise apierror.nonexisting_field(spec.name, "IGMedia")
-            value = getter()
+            value = self._media_field(ctx, media, acct, spec.name)
             if value is not None:
                 out[spec.name] = value
         out.setdefault("id", media.id)
         return out
+
+    def _media_field(self, ctx: _Ctx, media: world.Media, acct: world.Account, name: str) -> Any:
+        """One IG Media field; None means absent (Meta omits fields without a value)."""
+        story = media.is_story
+        video = media.media_type == "VIDEO"
+        if name == "id":
+            return media.id
+        if name == "media_type":
+            return media.media_type
+        if name == "media_product_type":
+            return media.product_type
+        if name == "timestamp":
+            return world.graph_time(media.posted)
+        if name in _MEDIA_COUNTS:
+            if (story and name in _FEED_ONLY_COUNTS) or (name == "total_views_count" and not video):
+                return None
+            value = self.world.media_metric(media.id, _MEDIA_COUNTS[name], ctx.ts)
+            assert value is not None
+            ctx.served.add(media.id, media.ig_user_id, name, value, source="field")
+            return int(value)
+        if name == "permalink":
+            if story:
+                return f"https://instagram.com/stories/{acct.username}/{media.id}/"
+            path = "reel" if media.product_type == "REELS" else "p"
+            return f"https://www.instagram.com/{path}/{media.shortcode}/"
+        if name == "shortcode":
+            return media.shortcode
+        if name == "caption":
+            return media.caption
+        if name == "media_url":
+            ext = "mp4" if video else "jpg"
+            return f"{_CDN}/{media.id}.{ext}" if media.has_media_url else None
+        if name == "thumbnail_url":
+            return f"{_CDN}/{media.id}_t.jpg" if video else None
+        if name == "username":
+            return acct.username
+        if name == "owner":
+            return {"id": acct.ig_user_id}
+        if name in ("ig_id", "legacy_instagram_media_id"):
+            return str(world.digest(media.id, "igid") % 10**19)
+        if name == "is_comment_enabled":
+            return None if story else True
+        if name == "is_shared_to_feed":
+            return True if media.product_type == "REELS" else None
+        if name == "is_ai_generated":
+            return False
+        if name == "view_count":
+            raise apierror.ApiError(
+                "(#36104) You do not have permission to access this field outside of the "
+                "Business Discovery API.",
+                code=36104,
+            )
+        if name in _ABSENT_MEDIA_FIELDS:
+            return None
+        raise apierror.nonexisting_field(name, "IGMedia")
 
     def _expanded_insights(
         self, ctx: _Ctx, media: world.Media, spec: fields.Field

@@ -72,8 +72,13 @@ def split(total: int, weights: Sequence[float]) -> list[int]:
 def graph_time(when: datetime | float) -> str:
     """Format a time the way the Graph API does: ``2024-06-17T19:39:18+0000``."""
     if isinstance(when, float | int):
-        when = datetime.fromtimestamp(when, UTC)
+        return _graph_time_ts(float(when))
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+@functools.lru_cache(maxsize=65536)
+def _graph_time_ts(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 @functools.lru_cache(maxsize=65536)
