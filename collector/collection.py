@@ -140,6 +140,8 @@ class Collection:
         exc: errors.GraphError,
     ) -> None:
         now = self.clock.now()
+        if isinstance(exc, errors.BudgetPause) and isinstance(exc.batch, models.Batch):
+            await self._write(exc.batch, result)
         result.status = status
         result.reason = exc.describe()[:500]
         result.errors += 1
@@ -165,22 +167,36 @@ class Collection:
         result.account_metric_rows += len(batch.account_metrics)
         result.errors += len(batch.errors)
 
+    def _budget_left(self, target: jobs.Target) -> None:
+        """Stop this account's pass at the usage pause mark, before Meta has to refuse."""
+        limiter = self.client.limiter
+        if limiter.level(target.ig_user_id) == "pause":
+            percent = limiter.accounts[target.ig_user_id].percent or 0.0
+            raise errors.AccountThrottled(
+                f"usage at {percent:.0f}% (pause mark {limiter.pause_at:.0f}%): the rest waits "
+                "for the next pass"
+            )
+
     async def _collect(self, ctx: jobs.Context, target: jobs.Target, result: AccountResult) -> None:
         uid = target.ig_user_id
         if self.plan.check_tokens:
             await self._token_check(ctx, target)
 
+        self._budget_left(target)
         await self._write(await jobs.profile(ctx, target), result)
 
+        self._budget_left(target)
         known = await self.store.known_media_ids(uid)
         batch = await jobs.media_discovery(ctx, target, known, walk_all=not known)
         result.media_seen = len(batch.media)
         await self._write(batch, result)
 
+        self._budget_left(target)
         batch = await jobs.story_discovery(ctx, target)
         result.stories_seen = len(batch.media)
         await self._write(batch, result)
 
+        self._budget_left(target)
         now = self.clock.now()
         last_end = await self.store.last_account_metric_end(uid)
         if last_end is None:
@@ -192,6 +208,7 @@ class Collection:
         )
         await self._write(batch, result)
 
+        self._budget_left(target)
         media = await self.store.media_for_insights(uid, posted_after=now - self.plan.media_max_age)
         stories = await self.store.live_stories(uid, now=self.clock.now())
         await self._poll_media(ctx, target, [*stories, *media], result)
@@ -233,6 +250,7 @@ class Collection:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                self._budget_left(target)
                 batch = await jobs.media_insights(ctx, target, item)
                 result.media_polled += 1
                 async with lock:

@@ -202,7 +202,33 @@ def cadence_of(settings: config.Settings) -> runner.Cadence:
     )
 
 
-async def _prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
+def build_runner(
+    settings: config.Settings,
+    st: store_mod.Store,
+    client: graph.GraphClient,
+    catalog: metrics_catalog.Catalog,
+    clock: clock_mod.Clock,
+) -> runner.Runner:
+    """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
+    return runner.Runner(
+        client=client,
+        store=st,
+        catalog=catalog,
+        clock=clock,
+        cadence=cadence_of(settings),
+        max_in_flight=settings.limits.max_in_flight,
+        per_account=settings.limits.per_account_in_flight,
+        context_defaults={
+            "page_size": settings.graph.page_size,
+            "story_lifetime": settings.schedule.story_lifetime,
+            "story_final_lead": settings.schedule.story_final_lead,
+            "demographics_timeframe": settings.schedule.demographics_timeframe,
+        },
+        log=structlog.get_logger(),
+    )
+
+
+async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
     await st.check_schema()
     now = clock.now()
     await st.sync_accounts([a.row() for a in settings.accounts], now)
@@ -229,27 +255,12 @@ async def run_forever(
         loop.add_signal_handler(signum, event.set)
     st = await open_store(settings)
     try:
-        await _prepare(settings, st, clock)
+        await prepare(settings, st, clock)
         catalog = metrics_catalog.Catalog(
             settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
         )
         async with build_client(settings, clock) as client:
-            run = runner.Runner(
-                client=client,
-                store=st,
-                catalog=catalog,
-                clock=clock,
-                cadence=cadence_of(settings),
-                max_in_flight=settings.limits.max_in_flight,
-                per_account=settings.limits.per_account_in_flight,
-                context_defaults={
-                    "page_size": settings.graph.page_size,
-                    "story_lifetime": settings.schedule.story_lifetime,
-                    "story_final_lead": settings.schedule.story_final_lead,
-                    "demographics_timeframe": settings.schedule.demographics_timeframe,
-                },
-                log=log,
-            )
+            run = build_runner(settings, st, client, catalog, clock)
             await run.set_accounts(targets_of(settings))
             log.info("daemon_started", accounts=len(run.accounts), jobs=len(run.scheduler))
             current = settings
@@ -303,7 +314,7 @@ async def _reload(
     from collector import log as log_mod  # noqa: PLC0415
 
     log_mod.set_secrets(fresh.secrets())
-    await _prepare(fresh, st, clock)
+    await prepare(fresh, st, clock)
     run.cadence = cadence_of(fresh)
     run.max_in_flight = fresh.limits.max_in_flight
     await run.set_accounts(targets_of(fresh))

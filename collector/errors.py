@@ -110,6 +110,17 @@ class AccountThrottled(GraphError):
     retryable = True
 
 
+class BudgetPause(AccountThrottled):
+    """The account's usage reached the pause mark: this job stops and waits (no call refused).
+
+    ``batch`` holds what the job had collected before stopping, so none of it is lost.
+    """
+
+    def __init__(self, message: str, *, batch: Any = None) -> None:
+        self.batch = batch
+        super().__init__(message)
+
+
 class AccountError(GraphError):
     """The account cannot be collected until an operator acts (token, permission)."""
 

@@ -130,8 +130,10 @@ class AccountState:
 class Limiter:
     """Per-account and app-wide pauses, fed by usage headers and throttling errors.
 
-    ``high_water`` slows an account down (the scheduler reads :meth:`pacing_delay`); at
-    ``pause_at`` percent, or whenever Meta gives a regain estimate, calls stop until then.
+    Two kinds of stop: a *hard* block (Meta gave a regain estimate, refused with 80002, or the
+    app is throttled) refuses every call until it passes; a *soft* level (:meth:`level`: usage
+    above ``high_water`` or ``pause_at``) is for the scheduler, which then starts only the
+    urgent jobs (final story snapshots) so the remaining budget goes where it matters most.
     """
 
     def __init__(
@@ -176,8 +178,6 @@ class Limiter:
         regain = usage.regain_seconds
         if regain > 0:
             self._pause_account(state, now + timedelta(seconds=regain), "regain estimate")
-        elif percent >= self.pause_at:
-            self._pause_account(state, now + self.floor, f"usage at {percent:.0f}%")
 
     def observe_error(self, account: str | None, exc: errors.GraphError, now: datetime) -> None:
         """Take in a throttling error (80002 pauses the account, 4/17/… the app)."""
@@ -221,6 +221,14 @@ class Limiter:
             ):
                 until = state.paused_until
         return until
+
+    def level(self, account: str) -> str:
+        """``"ok"``, ``"high"`` (above high water) or ``"pause"`` (above the pause mark)."""
+        state = self.accounts.get(account)
+        percent = state.percent if state is not None else None
+        if percent is None or percent < self.high_water:
+            return "ok"
+        return "pause" if percent >= self.pause_at else "high"
 
     def pacing_delay(self, account: str, base: timedelta) -> timedelta:
         """How much to stretch ``base`` spacing for an account above the high-water mark."""

@@ -89,6 +89,8 @@ class Stats:
     stories_missed: int = 0
     final_leads: list[float] = dataclasses.field(default_factory=list)
     throttle_pauses: int = 0
+    #: times an account near its usage limit was held to its urgent jobs
+    paced: int = 0
     max_lateness: float = 0.0
 
 
@@ -355,14 +357,39 @@ class Runner:
         else:
             await self.store.write(batch)
 
+    def _pace(self, uid: str) -> None:
+        """Near the account's usage limit, start only the jobs that cannot wait."""
+        limiter = self.client.limiter
+        level = limiter.level(uid)
+        if level == "ok":
+            self.scheduler.restrict(uid, None, None)
+            return
+        self.stats.paced += 1
+        ceiling = scheduler.Priority.STORY_FINAL if level == "pause" else scheduler.Priority.STORY
+        # re-examined after the floor: usage decays, and the next response tells
+        self.scheduler.restrict(uid, ceiling, self.clock.now() + limiter.floor)
+
     async def _execute(self, job: scheduler.Job) -> None:
         state = self.accounts.get(job.account)
         if state is None or state.parked_reason is not None:
             return
+        try:
+            await self._execute_guarded(state, job)
+        finally:
+            self._pace(job.account)
+
+    async def _execute_guarded(self, state: AccountState, job: scheduler.Job) -> None:
         log = self.log.bind(account=state.target.name, job=str(job.kind), object_id=job.object_id)
         started = self.clock.monotonic()
         try:
             await self._dispatch(state, job)
+        except errors.BudgetPause as exc:
+            # Usage reached the pause mark mid-job: keep what it got, run the rest later.
+            if isinstance(exc.batch, models.Batch):
+                await self._write(exc.batch)
+            self.scheduler.add(job)
+            log.info("account_paced", reason=str(exc))
+            return
         except (errors.AccountThrottled, errors.AppThrottled) as exc:
             self.stats.throttle_pauses += 1
             until = self.client.limiter.blocked_until(job.account, self.clock.now())
@@ -534,7 +561,11 @@ class Runner:
             expires_at=entry.expires_at,
             seen_at=self.clock.now(),
         )
-        batch = await jobs.media_insights(state.context, state.target, media)
+        # a final snapshot uses the reserve above the pause mark: it cannot wait
+        ctx = (
+            dataclasses.replace(state.context, yield_at_pause=False) if job.final else state.context
+        )
+        batch = await jobs.media_insights(ctx, state.target, media)
         await self._write(batch)
         now = self.clock.now()
         entry.last_polled = now

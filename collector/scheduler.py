@@ -163,6 +163,9 @@ class _Account:
     ready: list[tuple[int, datetime, int, Job]] = dataclasses.field(default_factory=list)
     running: int = 0
     blocked_until: datetime | None = None
+    #: while set, only jobs at or above this urgency start (usage near the limit)
+    ceiling: Priority | None = None
+    ceiling_until: datetime | None = None
     parked: bool = False
 
 
@@ -207,6 +210,28 @@ class Scheduler:
         state = self._accounts.setdefault(account, _Account())
         if state.blocked_until is None or until > state.blocked_until:
             state.blocked_until = until
+
+    def restrict(self, account: str, ceiling: Priority | None, until: datetime | None) -> None:
+        """Until ``until``, start only ``account``'s jobs of priority ``ceiling`` or more urgent."""
+        state = self._accounts.setdefault(account, _Account())
+        state.ceiling = ceiling
+        state.ceiling_until = until if ceiling is not None else None
+        self._push_idle(account)
+
+    def _held(self, state: _Account, priority: int, now: datetime) -> datetime | None:
+        """Until when ``state`` may not start a job of ``priority`` (None: it may now)."""
+        held: datetime | None = None
+        if state.blocked_until is not None and state.blocked_until > now:
+            held = state.blocked_until
+        if (
+            state.ceiling is not None
+            and state.ceiling_until is not None
+            and state.ceiling_until > now
+            and priority > state.ceiling
+            and (held is None or state.ceiling_until > held)
+        ):
+            held = state.ceiling_until
+        return held
 
     def park(self, account: str, parked: bool = True) -> None:
         """A parked account (bad token, missing permission) runs nothing until unparked."""
@@ -261,7 +286,7 @@ class Scheduler:
                     or best[2] != seq
                 ):
                     continue  # stale entry: a fresher one exists or the account is busy
-                if state.blocked_until is not None and state.blocked_until > now:
+                if self._held(state, best[0], now) is not None:
                     deferred.append(account)
                     continue
                 heapq.heappop(state.ready)
@@ -293,13 +318,14 @@ class Scheduler:
         if self._waiting:
             candidates.append(self._waiting[0][0])
         for state in self._accounts.values():
-            if (
-                state.blocked_until is not None
-                and state.blocked_until > now
-                and state.ready
-                and not state.parked
-            ):
-                candidates.append(state.blocked_until)
+            if state.parked or state.running >= self.per_account:
+                continue
+            best = self._best(state)
+            if best is None:
+                continue
+            held = self._held(state, best[0], now)
+            if held is not None:
+                candidates.append(held)
         return min(candidates) if candidates else None
 
     def jobs(self) -> Iterator[Job]:

@@ -83,8 +83,12 @@ def test_high_water_stretches_pacing() -> None:
     header = json.dumps({"1": [{"type": "instagram", "call_count": 90}]})
     limiter.observe("1", ratelimit.parse_usage({ratelimit.BUC_HEADER: header}), fake.now())
     assert limiter.blocked_until("1", fake.now()) is None
+    assert limiter.level("1") == "high"
+    assert limiter.level("2") == "ok"
     assert limiter.pacing_delay("1", timedelta(seconds=10)) > timedelta(0)
     assert limiter.pacing_delay("2", timedelta(seconds=10)) == timedelta(0)
     header = json.dumps({"1": [{"type": "instagram", "call_count": 96}]})
     limiter.observe("1", ratelimit.parse_usage({ratelimit.BUC_HEADER: header}), fake.now())
-    assert limiter.blocked_until("1", fake.now()) is not None
+    # a soft level: the scheduler decides; only a regain estimate or 80002 refuses calls
+    assert limiter.level("1") == "pause"
+    assert limiter.blocked_until("1", fake.now()) is None

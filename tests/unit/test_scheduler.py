@@ -271,3 +271,31 @@ def test_large_backlog_takes_in_priority_order() -> None:
         sched.done(j)
         taken += 1
     assert taken == 2001
+
+
+def test_restricted_account_starts_only_urgent_jobs() -> None:
+    sched = scheduler.Scheduler()
+    sched.add(_periodic(scheduler.JobKind.MEDIA_INSIGHTS, "a", T0, "m1"))
+    sched.restrict("a", scheduler.Priority.STORY_FINAL, T0 + 5 * M)
+    assert sched.take(T0) is None
+    assert sched.next_wakeup(T0) == T0 + 5 * M
+    final = scheduler.Job(
+        scheduler.JobKind.STORY_INSIGHTS,
+        "a",
+        "s",
+        T0,
+        T0 + 10 * M,
+        scheduler.Priority.STORY_FINAL,
+        True,
+    )
+    sched.add(final)
+    assert sched.take(T0) is final
+    sched.done(final)
+    assert sched.take(T0 + M) is None
+    later = sched.take(T0 + 5 * M)
+    assert later is not None
+    assert later.kind is scheduler.JobKind.MEDIA_INSIGHTS
+    sched.done(later)
+    sched.add(_periodic(scheduler.JobKind.PROFILE, "a", T0 + 6 * M))
+    sched.restrict("a", None, None)
+    assert sched.take(T0 + 6 * M) is not None
