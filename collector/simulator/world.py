@@ -725,7 +725,10 @@ class World:
         if age_h <= 0:
             return 0.0
         if media.is_story:
-            return 1.0 - math.exp(-age_h / 2.0)
+            # a twelfth of the story's life as time constant (2 h for Meta's 24 h), so stories
+            # of a short-lived test world mature the same way within their shorter life
+            tau_h = self.config.story_lifetime.total_seconds() / HOUR / 12.0
+            return 1.0 - math.exp(-age_h / tau_h)
         tau = 48.0 if media.product_type == "REELS" else 24.0
         return (1.0 - math.exp(-age_h / tau)) + 0.1 * math.log1p(age_h / 24.0)
 

@@ -1,0 +1,192 @@
+"""The real ``python -m collector run`` as a subprocess against the simulator on the real clock.
+
+Stories live one minute here, so within two minutes many are born, polled, finalised and expire
+while the daemon runs, is killed with SIGKILL, and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from collector import clock
+from collector.simulator import server, world
+
+from ..integration.conftest import write_config
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(300)]
+
+LIFETIME = timedelta(seconds=60)
+LEAD = timedelta(seconds=15)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _wait_for(
+    check: Callable[[], Awaitable[bool]], *, within: float, every: float = 0.5
+) -> None:
+    """Poll ``check`` until true (real time passes here by design: stories must expire)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+async def _start(config: Path) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collector",
+        "run",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+class Output:
+    """Collects a subprocess's output lines while it runs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.lines: list[str] = []
+        self.task = asyncio.create_task(self._read(proc))
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+async def test_daemon_finalises_every_story_across_a_sigkill(tmp_path: Path, db_dsn: str) -> None:
+    cfg = world.WorldConfig(
+        seed=11,
+        accounts=20,
+        media_per_account=4,
+        stories_per_account=1,
+        story_lifetime=LIFETIME,
+        stories_per_day=86400 / 40,  # a new story every ~40 s per account
+        quiet_story_fraction=0.0,
+        webhook_poll_interval=None,
+    )
+    async with server.running(cfg, clock=clock.SystemClock()) as sim:
+        config = write_config(
+            tmp_path / "collector.toml",
+            sim,
+            db_dsn,
+            sections={
+                "graph": {"retry_base": 0.05, "retry_max": 0.5},
+                "limits": {"max_in_flight": 16},
+                "schedule": {
+                    "story_lifetime": "60s",
+                    "story_final_lead": "15s",
+                    "story_discovery_every": "5s",
+                    "story_poll_every": "20s",
+                    "account_insights_backfill_days": 1,
+                },
+            },
+        )
+        conn = await asyncpg.connect(db_dsn)
+        started = datetime.now(UTC)
+        first = await _start(config)
+        out1 = Output(first)
+        try:
+
+            async def stories_pending_final() -> bool:
+                n = await conn.fetchval(
+                    "select count(*) from media where is_story and final_captured_at is null"
+                    " and expires_at > now() + interval '20 seconds'"
+                )
+                done = await conn.fetchval(
+                    "select count(*) from media where final_captured_at is not null"
+                )
+                return bool(n >= 5 and done >= 5)
+
+            await _wait_for(stories_pending_final, within=90)
+            pending_at_kill = {
+                r["media_id"]: r["expires_at"]
+                for r in await conn.fetch(
+                    "select media_id, expires_at from media where is_story"
+                    " and final_captured_at is null and expires_at > now() + interval '5 seconds'"
+                )
+            }
+            first.send_signal(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+            await out1.task
+
+            second = await _start(config)
+            out2 = Output(second)
+            try:
+
+                async def killed_ones_expired() -> bool:
+                    return datetime.now(UTC) > max(pending_at_kill.values()) + timedelta(seconds=2)
+
+                await _wait_for(killed_ones_expired, within=120)
+                ended = datetime.now(UTC)
+                second.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(second.wait(), 60) == 0, out2.text()[-3000:]
+            finally:
+                if second.returncode is None:
+                    second.kill()
+                await out2.task
+
+            # every story that expired while a daemon was collecting has its final snapshot,
+            # taken inside its window, with the values the simulator served at that moment
+            expired = [
+                s
+                for s in sim.world.stories_between(started, ended)
+                if s.expires_at is not None and started + LEAD < s.expires_at <= ended
+            ]
+            assert len(expired) >= 20
+            for story in expired:
+                row = await conn.fetchrow(
+                    "select final_captured_at, insights_status from media where media_id = $1",
+                    story.id,
+                )
+                assert row is not None, f"story {story.id} never discovered"
+                final = row["final_captured_at"]
+                assert final is not None, (story.id, row["insights_status"], story.expires_at)
+                assert story.expires_at - LEAD <= final < story.expires_at
+                for m in await conn.fetch(
+                    "select metric, value, captured_at from media_metric"
+                    " where media_id = $1 and is_final and breakdown = ''",
+                    story.id,
+                ):
+                    truth: Any = sim.world.media_metric(story.id, m["metric"], m["captured_at"])
+                    assert m["value"] == truth, (story.id, m["metric"])
+            # the stories discovered before the kill were finalised by the second process
+            assert pending_at_kill
+            for media_id in pending_at_kill:
+                assert await conn.fetchval(
+                    "select final_captured_at from media where media_id = $1", media_id
+                )
+            # no duplicate history from the restart
+            dupes = await conn.fetchval(
+                "select count(*) from (select 1 from media_metric where is_final group by"
+                " media_id, metric, breakdown, dimension having count(*) > 1) d"
+            )
+            assert dupes == 0
+            profiles = await conn.fetchval("select count(*) from account_snapshot")
+            assert profiles == len(sim.world.accounts)  # hourly: restart did not repeat it
+            text = out2.text()
+            assert '"event": "daemon_stopped"' in text
+            assert "Traceback" not in out1.text() + text
+        finally:
+            if first.returncode is None:
+                first.kill()
+            await conn.close()
