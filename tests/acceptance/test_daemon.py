@@ -132,9 +132,10 @@ async def test_daemon_finalises_every_story_across_a_sigkill(tmp_path: Path, db_
             second = await _start(config)
             out2 = Output(second)
             try:
+                last_expiry: datetime = max(pending_at_kill.values())
 
                 async def killed_ones_expired() -> bool:
-                    return datetime.now(UTC) > max(pending_at_kill.values()) + timedelta(seconds=2)
+                    return datetime.now(UTC) > last_expiry + timedelta(seconds=2)
 
                 await _wait_for(killed_ones_expired, within=120)
                 ended = datetime.now(UTC)
@@ -161,7 +162,9 @@ async def test_daemon_finalises_every_story_across_a_sigkill(tmp_path: Path, db_
                 assert row is not None, f"story {story.id} never discovered"
                 final = row["final_captured_at"]
                 assert final is not None, (story.id, row["insights_status"], story.expires_at)
-                assert story.expires_at - LEAD <= final < story.expires_at
+                expires_at = story.expires_at
+                assert expires_at is not None
+                assert expires_at - LEAD <= final < expires_at
                 for m in await conn.fetch(
                     "select metric, value, captured_at from media_metric"
                     " where media_id = $1 and is_final and breakdown = ''",
