@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import structlog
@@ -22,9 +22,11 @@ from collector import (
     ratelimit,
     runner,
     schema,
+    spool,
 )
 from collector import config as config_mod
 from collector import store as store_mod
+from collector import writer as writer_mod
 
 if TYPE_CHECKING:
     from collector import config
@@ -208,9 +210,13 @@ def build_runner(
     client: graph.GraphClient,
     catalog: metrics_catalog.Catalog,
     clock: clock_mod.Clock,
+    *,
+    writer: writer_mod.Writer | None = None,
 ) -> runner.Runner:
     """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
     return runner.Runner(
+        write=writer.write if writer is not None else None,
+        backpressure=(lambda: writer.backpressure) if writer is not None else None,
         client=client,
         store=st,
         catalog=catalog,
@@ -239,6 +245,154 @@ async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_m
             )
 
 
+class Daemon:
+    """The long-running collector: runner, write buffer, signals, reload, graceful stop."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        *,
+        clock: clock_mod.Clock | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or clock_mod.SystemClock()
+        self.stop = stop or asyncio.Event()
+        #: a second SIGTERM/SIGINT: cancel at once, spool what is buffered, exit
+        self.hurry = asyncio.Event()
+        self.reload = asyncio.Event()
+        self.log = structlog.get_logger()
+        self.store: store_mod.Store | None = None
+        self.writer: writer_mod.Writer | None = None
+        self.runner: runner.Runner | None = None
+
+    def _on_stop_signal(self) -> None:
+        if self.stop.is_set():
+            self.hurry.set()
+        self.stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+        try:
+            return await self._run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    async def _run(self) -> int:
+        settings = self.settings
+        st = self.store = await open_store(settings)
+        try:
+            await prepare(settings, st, self.clock)
+            sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
+            wr = self.writer = writer_mod.Writer(st, sp, log=self.log)
+            if sp.size:
+                self.log.info("spool_found", spool_bytes=sp.size, batches=sp.count())
+                await wr.replay()
+            catalog = metrics_catalog.Catalog(
+                settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
+            )
+            async with build_client(settings, self.clock) as client:
+                run = self.runner = build_runner(
+                    settings, st, client, catalog, self.clock, writer=wr
+                )
+                await run.set_accounts(targets_of(settings))
+                self.log.info("daemon_started", accounts=len(run.accounts), jobs=len(run.scheduler))
+                await self._supervise(run, wr)
+        finally:
+            await st.close()
+        return 0
+
+    async def _supervise(self, run: runner.Runner, wr: writer_mod.Writer) -> None:
+        writer_stop = asyncio.Event()
+        tasks = {
+            asyncio.create_task(run.run(self.stop), name="runner"),
+            asyncio.create_task(self._reloader(), name="reloader"),
+            asyncio.create_task(wr.run(writer_stop), name="writer"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not self.stop.is_set():
+                    task.result()  # a side task crashed: stop the daemon loudly
+                    raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
+        finally:
+            self.stop.set()
+            for task in tasks:
+                if task.get_name() == "reloader":
+                    task.cancel()
+            runner_task = next(t for t in tasks if t.get_name() == "runner")
+            if not runner_task.done():
+                await asyncio.wait({runner_task})
+            cancelled = await self._drain(run)
+            writer_stop.set()
+            await asyncio.wait(tasks)
+            if self.hurry.is_set():
+                wr.spool_pending()
+            else:
+                await wr.close()
+            self.log.info(
+                "daemon_stopped",
+                jobs_done=run.stats.jobs_done,
+                stories_finalised=run.stats.stories_finalised,
+                stories_missed=run.stats.stories_missed,
+                cancelled=cancelled,
+                rows_written=wr.rows_written,
+                spool_bytes=wr.spool.size,
+            )
+
+    async def _drain(self, run: runner.Runner) -> int:
+        """In-flight jobs get the drain deadline, unless a second signal says hurry."""
+        deadline = self.settings.shutdown.drain_timeout.total_seconds()
+        if self.hurry.is_set():
+            deadline = 0.0
+        drain = asyncio.create_task(run.drain(deadline))
+        hurry = asyncio.create_task(self.hurry.wait())
+        done, _ = await asyncio.wait({drain, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        if drain not in done:
+            self.log.warning("shutdown_hurried", in_flight=run.in_flight)
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+            return await run.drain(0.0)
+        hurry.cancel()
+        return drain.result()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self.reload.wait()
+            self.reload.clear()
+            await self._reload()
+
+    async def _reload(self) -> None:
+        """Re-read the config file; a broken file is rejected and the running config kept."""
+        if self.runner is None or self.store is None:
+            return  # a SIGHUP before the daemon started: nothing to apply it to yet
+        current = self.settings
+        try:
+            fresh = config_mod.load(current.source_path)
+        except errors.ConfigError as exc:
+            self.log.error("config_reload_rejected", problem=str(exc))
+            return
+        from collector import log as log_mod  # noqa: PLC0415
+
+        log_mod.set_secrets(fresh.secrets())
+        try:
+            await prepare(fresh, self.store, self.clock)
+        except errors.StoreError as exc:
+            self.log.error("config_reload_failed", problem=str(exc))
+            return
+        run = self.runner
+        run.cadence = cadence_of(fresh)
+        run.max_in_flight = fresh.limits.max_in_flight
+        await run.set_accounts(targets_of(fresh))
+        self.settings = fresh
+        self.log.info("config_reloaded", accounts=len(run.accounts))
+
+
 async def run_forever(
     settings: config.Settings,
     *,
@@ -246,77 +400,4 @@ async def run_forever(
     stop: asyncio.Event | None = None,
 ) -> int:
     """The daemon: collect until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
-    clock = clock or clock_mod.SystemClock()
-    log = structlog.get_logger()
-    stop = stop or asyncio.Event()
-    reload = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum, event in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload)):
-        loop.add_signal_handler(signum, event.set)
-    st = await open_store(settings)
-    try:
-        await prepare(settings, st, clock)
-        catalog = metrics_catalog.Catalog(
-            settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-        )
-        async with build_client(settings, clock) as client:
-            run = build_runner(settings, st, client, catalog, clock)
-            await run.set_accounts(targets_of(settings))
-            log.info("daemon_started", accounts=len(run.accounts), jobs=len(run.scheduler))
-            current = settings
-
-            async def reloader() -> None:
-                nonlocal current
-                while True:
-                    await reload.wait()
-                    reload.clear()
-                    current = await _reload(current, run, st, clock)
-
-            reload_task = asyncio.create_task(reloader(), name="reloader")
-            main = asyncio.create_task(run.run(stop), name="runner")
-            try:
-                done, _ = await asyncio.wait(
-                    {main, reload_task}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    task.result()  # a crash in either stops the daemon loudly
-            finally:
-                reload_task.cancel()
-                stop.set()
-                if not main.done():
-                    await asyncio.wait({main})
-                cancelled = await run.drain(current.shutdown.drain_timeout.total_seconds())
-                log.info(
-                    "daemon_stopped",
-                    jobs_done=run.stats.jobs_done,
-                    stories_finalised=run.stats.stories_finalised,
-                    stories_missed=run.stats.stories_missed,
-                    cancelled=cancelled,
-                )
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        await st.close()
-    return 0
-
-
-async def _reload(
-    current: config.Settings, run: runner.Runner, st: store_mod.Store, clock: clock_mod.Clock
-) -> config.Settings:
-    """Re-read the config file; a broken file is rejected and the running config kept."""
-    log = structlog.get_logger()
-    path: Path | None = current.source_path
-    try:
-        fresh = config_mod.load(path)
-    except errors.ConfigError as exc:
-        log.error("config_reload_rejected", problem=str(exc))
-        return current
-    from collector import log as log_mod  # noqa: PLC0415
-
-    log_mod.set_secrets(fresh.secrets())
-    await prepare(fresh, st, clock)
-    run.cadence = cadence_of(fresh)
-    run.max_in_flight = fresh.limits.max_in_flight
-    await run.set_accounts(targets_of(fresh))
-    log.info("config_reloaded", accounts=len(run.accounts))
-    return fresh
+    return await Daemon(settings, clock=clock, stop=stop).run()

@@ -170,6 +170,36 @@ class MetricVerdict:
     learned_at: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountStatusChange:
+    """The collector's verdict on an account (ok, throttled, unhealthy, …) from a moment on."""
+
+    ig_user_id: IgUserId
+    status: AccountStatus
+    reason: str | None
+    at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountSuccess:
+    """A job of the account succeeded at ``at``."""
+
+    ig_user_id: IgUserId
+    at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """What ``debug_token`` said about an account's token."""
+
+    ig_user_id: IgUserId
+    valid: bool
+    expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    scopes: tuple[str, ...]
+    checked_at: datetime
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
     """Everything one unit of work produced, written in one transaction."""
@@ -181,6 +211,9 @@ class Batch:
     account_metrics: list[AccountMetric] = dataclasses.field(default_factory=list)
     errors: list[CollectionError] = dataclasses.field(default_factory=list)
     verdicts: list[MetricVerdict] = dataclasses.field(default_factory=list)
+    statuses: list[AccountStatusChange] = dataclasses.field(default_factory=list)
+    successes: list[AccountSuccess] = dataclasses.field(default_factory=list)
+    token_checks: list[TokenCheck] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -191,6 +224,9 @@ class Batch:
             + len(self.account_metrics)
             + len(self.errors)
             + len(self.verdicts)
+            + len(self.statuses)
+            + len(self.successes)
+            + len(self.token_checks)
         )
 
     def extend(self, other: Batch) -> None:

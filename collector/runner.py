@@ -73,6 +73,8 @@ class AccountState:
     context: jobs.Context
     media: dict[str, _MediaState] = dataclasses.field(default_factory=dict)
     status: models.AccountStatus | None = None
+    #: end of the newest day bucket of account insights collected
+    last_metric_end: datetime | None = None
     parked_reason: str | None = None
     parked_until: datetime | None = None
     token_warned_on: str | None = None
@@ -109,6 +111,7 @@ class Runner:
         per_account: int = 1,
         context_defaults: Mapping[str, Any] | None = None,
         write: Callable[[models.Batch], Any] | None = None,
+        backpressure: Callable[[], bool] | None = None,
         log: Any = None,
     ) -> None:
         self.client = client
@@ -123,6 +126,7 @@ class Runner:
         self.log = log or structlog.get_logger()
         self._context_defaults = dict(context_defaults or {})
         self._write_hook = write
+        self._backpressure = backpressure or (lambda: False)
         self._running: dict[asyncio.Task[None], scheduler.Job] = {}
         self._wake = asyncio.Event()
 
@@ -172,6 +176,7 @@ class Runner:
         now = self.clock.now()
         c = self.cadence
         last = await self.store.last_captures(uid)
+        state.last_metric_end = await self.store.last_account_metric_end(uid)
         periodic = [
             (Kind.TOKEN_CHECK, last.get("token_check"), c.token_check),
             (Kind.PROFILE, last.get("profile"), c.profile),
@@ -231,10 +236,17 @@ class Runner:
         state.status = models.AccountStatus.UNHEALTHY
         self.scheduler.park(uid)
         await self._write(
-            models.Batch(errors=[jobs._error_record(state.target, "account", None, exc, now)])
-        )
-        await self.store.set_account_status(
-            models.IgUserId(uid), models.AccountStatus.UNHEALTHY, state.parked_reason, now
+            models.Batch(
+                errors=[jobs._error_record(state.target, "account", None, exc, now)],
+                statuses=[
+                    models.AccountStatusChange(
+                        models.IgUserId(uid),
+                        models.AccountStatus.UNHEALTHY,
+                        state.parked_reason,
+                        now,
+                    )
+                ],
+            )
         )
         self.log.warning(
             "account_parked",
@@ -256,18 +268,25 @@ class Runner:
         await self._seed(state)
 
     async def _unpark_due(self, now: datetime) -> None:
-        for state in self.accounts.values():
+        for state in list(self.accounts.values()):
             if state.parked_until is not None and state.parked_until <= now:
                 self.log.info("account_retry", account=state.target.name, reason="park expired")
-                await self._unpark(state)
+                try:
+                    await self._unpark(state)
+                except errors.StoreError as exc:
+                    # its schedule is read from the database: try again once it answers
+                    state.parked_until = now + FAILED_RETRY
+                    self.log.warning("account_retry_deferred", message=str(exc)[:200])
 
     # ------------------------------------------------------------------ the loop
 
     def _start_ready(self) -> int:
         started = 0
         now = self.clock.now()
+        # a full spool: only story work runs until the database takes rows again
+        ceiling = scheduler.Priority.STORY if self._backpressure() else None
         while len(self._running) < self.max_in_flight:
-            next_job = self.scheduler.take(now)
+            next_job = self.scheduler.take(now, max_priority=ceiling)
             if next_job is None:
                 break
             lateness = (now - next_job.due_at).total_seconds()
@@ -357,6 +376,15 @@ class Runner:
         else:
             await self.store.write(batch)
 
+    async def _set_status(
+        self, state: AccountState, status: models.AccountStatus, reason: str | None
+    ) -> None:
+        state.status = status
+        change = models.AccountStatusChange(
+            state.target.ig_user_id, status, reason, self.clock.now()
+        )
+        await self._write(models.Batch(statuses=[change]))
+
     def _pace(self, uid: str) -> None:
         """Near the account's usage limit, start only the jobs that cannot wait."""
         limiter = self.client.limiter
@@ -397,11 +425,10 @@ class Runner:
             self.scheduler.block(job.account, until)
             self.scheduler.add(dataclasses.replace(job, due_at=min(job.due_at, until)))
             state.status = models.AccountStatus.THROTTLED
-            await self.store.set_account_status(
-                models.IgUserId(job.account),
+            await self._set_status(
+                state,
                 models.AccountStatus.THROTTLED,
                 f"{type(exc).__name__}: paused until {until.isoformat()}",
-                self.clock.now(),
             )
             log.warning(
                 "account_throttled",
@@ -425,13 +452,7 @@ class Runner:
             )
             self._retry_later(job, now)
             if state.status is not models.AccountStatus.FAILING:
-                state.status = models.AccountStatus.FAILING
-                await self.store.set_account_status(
-                    models.IgUserId(job.account),
-                    models.AccountStatus.FAILING,
-                    exc.describe()[:500],
-                    now,
-                )
+                await self._set_status(state, models.AccountStatus.FAILING, exc.describe()[:500])
             log.warning(
                 "job_failed",
                 error=type(exc).__name__,
@@ -442,10 +463,7 @@ class Runner:
             return
         self.stats.jobs_done += 1
         if state.status is not models.AccountStatus.OK:
-            state.status = models.AccountStatus.OK
-            await self.store.set_account_status(
-                models.IgUserId(job.account), models.AccountStatus.OK, None, self.clock.now()
-            )
+            await self._set_status(state, models.AccountStatus.OK, None)
         log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
 
     def _retry_later(self, job: scheduler.Job, now: datetime) -> None:
@@ -496,8 +514,9 @@ class Runner:
             await self._token_check(state)
             again(c.token_check)
         elif kind is Kind.PROFILE:
-            await self._write(await jobs.profile(ctx, target))
-            await self.store.record_success(uid, self.clock.now())
+            batch = await jobs.profile(ctx, target)
+            batch.successes.append(models.AccountSuccess(uid, self.clock.now()))
+            await self._write(batch)
             again(c.profile)
         elif kind is Kind.MEDIA_DISCOVERY:
             known = set(state.media)
@@ -519,7 +538,7 @@ class Runner:
             if demographics:
                 since = now
             else:
-                last_end = await self.store.last_account_metric_end(uid)
+                last_end = state.last_metric_end
                 since = (
                     now - timedelta(days=c.backfill_days)
                     if last_end is None
@@ -529,6 +548,9 @@ class Runner:
                 ctx, target, since=since, daily=not demographics, demographics=demographics
             )
             await self._write(batch)
+            ends = [m.end_time for m in batch.account_metrics if m.period == "day"]
+            if ends and (state.last_metric_end is None or max(ends) > state.last_metric_end):
+                state.last_metric_end = max(ends)
             again(c.demographics if demographics else c.account_insights)
         elif kind is Kind.MEDIA_INSIGHTS or kind is Kind.STORY_INSIGHTS:
             await self._media_job(state, job)
@@ -606,13 +628,19 @@ class Runner:
         target = state.target
         info = await jobs.token_check(state.context, target)
         now = self.clock.now()
-        await self.store.set_token_info(
-            target.ig_user_id,
-            valid=info.is_valid,
-            expires_at=info.expires_at,
-            data_access_expires_at=info.data_access_expires_at,
-            scopes=list(info.scopes),
-            checked_at=now,
+        await self._write(
+            models.Batch(
+                token_checks=[
+                    models.TokenCheck(
+                        target.ig_user_id,
+                        info.is_valid,
+                        info.expires_at,
+                        info.data_access_expires_at,
+                        info.scopes,
+                        now,
+                    )
+                ]
+            )
         )
         if not info.is_valid:
             raise errors.TokenInvalid(

@@ -270,8 +270,11 @@ class Scheduler:
         if best is not None:
             heapq.heappush(self._idle, (best[0], best[1], best[2], account))
 
-    def take(self, now: datetime) -> Job | None:
-        """The most urgent runnable job, or None; the caller must call :meth:`done` after."""
+    def take(self, now: datetime, *, max_priority: Priority | None = None) -> Job | None:
+        """The most urgent runnable job, or None; the caller must call :meth:`done` after.
+
+        ``max_priority`` holds back every less urgent job (the write spool is full).
+        """
         self._promote(now)
         deferred: list[str] = []
         try:
@@ -286,7 +289,9 @@ class Scheduler:
                     or best[2] != seq
                 ):
                     continue  # stale entry: a fresher one exists or the account is busy
-                if self._held(state, best[0], now) is not None:
+                if self._held(state, best[0], now) is not None or (
+                    max_priority is not None and best[0] > max_priority
+                ):
                     deferred.append(account)
                     continue
                 heapq.heappop(state.ready)

@@ -260,6 +260,9 @@ class Store:
             | {m.ig_user_id for m in batch.media}
             | {m.ig_user_id for m in batch.account_metrics}
             | {e.ig_user_id for e in batch.errors}
+            | {c.ig_user_id for c in batch.statuses}
+            | {c.ig_user_id for c in batch.successes}
+            | {c.ig_user_id for c in batch.token_checks}
         )
         async with self._conn("write batch") as conn, conn.transaction():
             if ids:
@@ -387,6 +390,32 @@ class Store:
                     ],
                 )
                 await conn.execute(_q("upsert_metric_support"))
+            # Account bookkeeping rides in the batch so that it is spooled and replayed in
+            # order with the data when the database is away; a handful of rows per batch.
+            if batch.token_checks:
+                await conn.executemany(
+                    _q("set_token_info"),
+                    [
+                        (
+                            t.ig_user_id,
+                            t.valid,
+                            t.expires_at,
+                            t.data_access_expires_at,
+                            list(t.scopes),
+                            t.checked_at,
+                        )
+                        for t in batch.token_checks
+                    ],
+                )
+            if batch.successes:
+                await conn.executemany(
+                    _q("record_success"), [(c.ig_user_id, c.at) for c in batch.successes]
+                )
+            if batch.statuses:
+                await conn.executemany(
+                    _q("set_account_status"),
+                    [(c.ig_user_id, str(c.status), c.reason, c.at) for c in batch.statuses],
+                )
 
     # ------------------------------------------------------------------ reads
 

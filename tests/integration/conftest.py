@@ -47,6 +47,7 @@ def write_config(
             "timeout": 5,
         },
         "log": {"format": "json"},
+        "state": {"directory": str(path.parent / "state")},
     }
     if sim.world.config.app_secret:
         merged["graph"]["app_secret"] = sim.world.config.app_secret
