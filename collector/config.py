@@ -34,6 +34,8 @@ ENV_CONFIG = "COLLECTOR_CONFIG"
 ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
 ENV_STATE = "STATE_DIRECTORY"
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/collector")
+#: what systemd tells a notify service about itself (kept for ``systemd.Notifier``)
+SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 #: keys whose values are never echoed in an error message
 SECRET_KEYS = frozenset({"token", "dsn", "app_secret", "webhook_verify_token"})
@@ -642,6 +644,9 @@ class Settings(pydantic_settings.BaseSettings):
 
     _source_path: Path | None = pydantic.PrivateAttr(None)
     _warnings: tuple[str, ...] = pydantic.PrivateAttr(())
+    _systemd_env: Mapping[str, str] = pydantic.PrivateAttr(
+        default_factory=lambda: types.MappingProxyType({})
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -683,6 +688,11 @@ class Settings(pydantic_settings.BaseSettings):
     def source_path(self) -> Path | None:
         """The config file this was loaded from, if any."""
         return self._source_path
+
+    @property
+    def systemd_env(self) -> Mapping[str, str]:
+        """``NOTIFY_SOCKET``, ``WATCHDOG_USEC``, ``WATCHDOG_PID`` as given to :func:`load`."""
+        return self._systemd_env
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -763,6 +773,7 @@ def load(path: Path | None = None, *, environ: Mapping[str, str] | None = None) 
     finally:
         _CURRENT.reset(reset)
     settings._source_path = path
+    settings._systemd_env = types.MappingProxyType({k: env[k] for k in SYSTEMD_ENV if k in env})
     settings._warnings = tuple(_warnings(settings, _env_paths(env)))
     return settings
 
