@@ -193,3 +193,106 @@ async def test_daemon_finalises_every_story_across_a_sigkill(tmp_path: Path, db_
             if first.returncode is None:
                 first.kill()
             await conn.close()
+
+
+async def test_spool_survives_sigkill_during_an_outage(tmp_path: Path, db_dsn: str) -> None:
+    from collector import spool
+
+    from ..pgproxy import PgProxy
+
+    proxy = PgProxy(db_dsn)
+    await proxy.start()
+    cfg = world.WorldConfig(
+        seed=5,
+        accounts=4,
+        media_per_account=4,
+        stories_per_account=1,
+        story_lifetime=LIFETIME,
+        stories_per_day=86400 / 30,
+        quiet_story_fraction=0.0,
+        webhook_poll_interval=None,
+    )
+    state = tmp_path / "state"
+    async with server.running(cfg, clock=clock.SystemClock()) as sim:
+        config = write_config(
+            tmp_path / "collector.toml",
+            sim,
+            proxy.dsn,
+            sections={
+                "database": {"connect_timeout": 1, "command_timeout": 3},
+                "graph": {"retry_base": 0.05, "retry_max": 0.5},
+                "state": {"directory": str(state)},
+                "schedule": {
+                    "story_lifetime": "60s",
+                    "story_final_lead": "15s",
+                    "story_discovery_every": "3s",
+                    "story_poll_every": "10s",
+                    "account_insights_backfill_days": 1,
+                },
+            },
+        )
+        conn = await asyncpg.connect(db_dsn)
+        proc = await _start(config)
+        out = Output(proc)
+        try:
+
+            async def collected() -> bool:
+                return bool(await conn.fetchval("select count(*) from media where is_story") >= 4)
+
+            await _wait_for(collected, within=60)
+            await proxy.cut()
+            spool_path = state / spool.FILENAME
+
+            async def spooled() -> bool:
+                return (
+                    spool_path.exists()
+                    and len(list(spool.Spool(state, max_bytes=1).batches())) >= 3
+                )
+
+            await _wait_for(spooled, within=60)
+            proc.send_signal(signal.SIGKILL)
+            assert await proc.wait() == -signal.SIGKILL
+            await out.task
+            kept = list(spool.Spool(state, max_bytes=1).batches())
+            assert sum(len(b.media_metrics) for b in kept) > 0
+            assert "database_write_failed" in out.text()
+
+            await proxy.restore()
+            proc = await _start(config)
+            out = Output(proc)
+
+            async def replayed() -> bool:
+                return not spool_path.exists()
+
+            await _wait_for(replayed, within=60)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            await out.task
+            assert '"event": "spool_replayed"' in out.text()
+            for batch in kept:
+                for m in batch.media_metrics:
+                    value = await conn.fetchval(
+                        "select value from media_metric where media_id = $1 and metric = $2"
+                        " and breakdown = $3 and dimension = $4 and captured_at = $5",
+                        m.media_id,
+                        m.metric,
+                        m.breakdown,
+                        m.dimension,
+                        m.captured_at,
+                    )
+                    assert value == m.value
+                for p in batch.profiles:
+                    assert (
+                        await conn.fetchval(
+                            "select followers_count from account_snapshot"
+                            " where ig_user_id = $1 and captured_at = $2",
+                            p.ig_user_id,
+                            p.captured_at,
+                        )
+                        == p.followers_count
+                    )
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await conn.close()
+            await proxy.close()
