@@ -1,0 +1,359 @@
+"""The web server through a real aiohttp client: /metrics, /healthz, the webhook handshake and
+every way a notification is accepted or refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+
+from collector import config, models, telemetry, web
+from collector.simulator import webhooks
+
+SECRET = "test_app_secret"
+VERIFY_TOKEN = "meatyhamhock"
+
+# graph-api.md §14 M: Meta's documented body and its signature with SECRET, byte for byte
+REFERENCE_BODY = (
+    b'{"object":"instagram","entry":[{"id":"17841405309211844","time":1547687043,"changes":'
+    b'[{"field":"story_insights","value":{"media_id":"18023345989012587","exits":1,"replies":0,'
+    b'"reach":17,"taps_forward":12,"taps_back":0,"impressions":28}}]}]}'
+)
+REFERENCE_SIGNATURE = "sha256=e2440ac1156ad1a8de0a2d3181b552f72e36e3c9c20294b046793932b121c773"
+
+
+def load_settings(tmp_path: Path, *, graph: str = "", web_section: str = "") -> config.Settings:
+    path = tmp_path / "collector.toml"
+    path.write_text(f"[graph]\n{graph}\n[web]\nport = 0\n{web_section}\n")
+    return config.load(path, environ={})
+
+
+def secured(tmp_path: Path, **web_keys: object) -> config.Settings:
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in web_keys.items())
+    return load_settings(
+        tmp_path,
+        graph=f'app_secret = "{SECRET}"',
+        web_section=f'webhook_verify_token = "{VERIFY_TOKEN}"\n{extra}',
+    )
+
+
+class Harness:
+    """A started server, the batches its sink received, and a client session."""
+
+    def __init__(self, server: web.WebServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.batches: list[models.Batch] = []
+        self.health: web.Health = web.Health.assess(database_up=True)
+        self.sink_error: Exception | None = None
+
+    @property
+    def hook_url(self) -> str:
+        return self.server.url + web.DEFAULT_WEBHOOK_PATH
+
+    async def post(
+        self, body: bytes, *, signature: str | None = "sign", **headers: str
+    ) -> tuple[int, str]:
+        sent = dict(headers)
+        if signature == "sign":
+            sent[web.SIGNATURE_HEADER] = webhooks.sign(SECRET, body)
+        elif signature is not None:
+            sent[web.SIGNATURE_HEADER] = signature
+        async with self.session.post(self.hook_url, data=body, headers=sent) as resp:
+            return resp.status, await resp.text()
+
+
+Start = Callable[[config.Settings], Awaitable[Harness]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    servers: list[web.WebServer] = []
+    session = aiohttp.ClientSession()
+
+    async def run(settings: config.Settings) -> Harness:
+        harness: Harness
+
+        async def sink(batch: models.Batch) -> None:
+            if harness.sink_error is not None:
+                raise harness.sink_error
+            harness.batches.append(batch)
+
+        server = web.WebServer(
+            settings,
+            telemetry=telemetry.Telemetry(),
+            health=lambda: harness.health,
+            sink=sink,
+        )
+        harness = Harness(server, session)
+        await server.start()
+        servers.append(server)
+        return harness
+
+    yield run
+    await session.close()
+    for server in servers:
+        await server.stop()
+
+
+# ---------------------------------------------------------------- lifecycle, /metrics, /healthz
+
+
+async def test_port_zero_binds_a_free_port(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    assert h.server.port > 0
+    assert h.server.url == f"http://127.0.0.1:{h.server.port}"
+    other = await start(secured(tmp_path))
+    assert other.server.port != h.server.port
+
+
+async def test_metrics(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    h.server.telemetry.rows_written("media_metric", 3)
+    assert (await h.post(b"{}", signature="sha256=00"))[0] == 403
+    async with h.session.get(h.server.url + "/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == telemetry.CONTENT_TYPE
+        text = await resp.text()
+    assert 'collector_rows_written_total{table="media_metric"} 3.0' in text
+    assert 'collector_webhook_deliveries_total{outcome="bad_signature"} 1.0' in text
+    assert "collector_build_info{" in text
+
+
+async def test_healthz_ok_degraded_and_failing(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    last_job = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+    h.health = web.Health.assess(
+        database_up=True, loop_lag_s=0.01, accounts={"ok": 3}, last_job_at=last_job
+    )
+    async with h.session.get(h.server.url + "/healthz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body == {
+        "status": "ok",
+        "database_up": True,
+        "loop_lag_seconds": 0.01,
+        "accounts": {"ok": 3},
+        "spool": {"bytes": 0, "batches": 0},
+        "last_job_at": "2026-06-15T12:00:00+00:00",
+        "reasons": [],
+    }
+
+    h.health = web.Health.assess(
+        database_up=False, accounts={"ok": 2, "unhealthy": 1}, spool_bytes=900, spool_batches=2
+    )
+    async with h.session.get(h.server.url + "/healthz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["status"] == "degraded"
+    assert body["reasons"] == ["database unreachable", "2 batches spooled", "1 accounts unhealthy"]
+
+    h.health = web.Health.assess(database_up=True, loop_lag_s=30.0)
+    async with h.session.get(h.server.url + "/healthz") as resp:
+        assert resp.status == 503
+        assert (await resp.json())["status"] == "fail"
+
+
+async def test_healthz_accepts_a_coroutine_and_survives_a_crash(tmp_path: Path) -> None:
+    calls = 0
+
+    async def health() -> web.Health:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("boom")
+        return web.Health.assess(database_up=True)
+
+    async def sink(batch: models.Batch) -> None:
+        raise AssertionError("not called")
+
+    server = web.WebServer(
+        secured(tmp_path), telemetry=telemetry.Telemetry(), health=health, sink=sink
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.url + "/healthz") as resp:
+                assert resp.status == 200
+            with structlog.testing.capture_logs() as logs:
+                async with session.get(server.url + "/healthz") as resp:
+                    assert resp.status == 503
+                    assert (await resp.json())["status"] == "fail"
+            assert [e["event"] for e in logs] == ["healthz_failed"]
+    finally:
+        await server.stop()
+
+
+# ---------------------------------------------------------------- verification handshake
+
+
+async def test_handshake(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    params = {
+        "hub.mode": "subscribe",
+        "hub.challenge": "1158201444",
+        "hub.verify_token": VERIFY_TOKEN,
+    }
+    async with h.session.get(h.hook_url, params=params) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        assert await resp.text() == "1158201444"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "wrong"},
+        {"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": VERIFY_TOKEN},
+        {"hub.challenge": "1"},
+    ],
+)
+async def test_handshake_refused(start: Start, tmp_path: Path, params: dict[str, str]) -> None:
+    h = await start(secured(tmp_path))
+    async with h.session.get(h.hook_url, params=params) as resp:
+        assert resp.status == 403
+        assert "1" not in await resp.text()
+
+
+async def test_handshake_refused_without_a_verify_token(start: Start, tmp_path: Path) -> None:
+    h = await start(load_settings(tmp_path, graph=f'app_secret = "{SECRET}"'))
+    params = {"hub.mode": "subscribe", "hub.challenge": "7", "hub.verify_token": ""}
+    with structlog.testing.capture_logs() as logs:
+        async with h.session.get(h.hook_url, params=params) as resp:
+            assert resp.status == 403
+    assert "webhook_verify_token" in logs[0]["reason"]
+
+
+# ---------------------------------------------------------------- notifications
+
+
+async def test_reference_notification(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    assert web.signature(SECRET.encode(), REFERENCE_BODY) == REFERENCE_SIGNATURE
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await h.post(REFERENCE_BODY, signature=REFERENCE_SIGNATURE)
+    assert status == 200
+    [batch] = h.batches
+    assert [m.media_id for m in batch.media] == ["18023345989012587"]
+    assert len(batch.media_metrics) == 6
+    assert [e["event"] for e in logs] == ["webhook_received"]
+    assert SECRET not in repr(logs)
+
+
+async def test_bad_signature_is_refused(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    tampered = REFERENCE_BODY.replace(b'"reach":17', b'"reach":99')
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await h.post(tampered, signature=REFERENCE_SIGNATURE)
+        assert (await h.post(REFERENCE_BODY, signature="sha256=zz"))[0] == 403
+        assert (await h.post(REFERENCE_BODY, signature="sha1=" + "0" * 40))[0] == 403
+        # a signature made with another secret
+        other = webhooks.sign("another_secret", REFERENCE_BODY)
+        assert (await h.post(REFERENCE_BODY, signature=other))[0] == 403
+    assert status == 403
+    assert h.batches == []
+    assert {e["event"] for e in logs} == {"webhook_rejected"}
+    assert all("does not match" in e["reason"] for e in logs)
+    assert SECRET not in repr(logs)
+
+
+async def test_missing_signature_is_refused(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await h.post(REFERENCE_BODY, signature=None)
+    assert status == 403
+    assert h.batches == []
+    assert logs[0]["event"] == "webhook_rejected"
+    assert "X-Hub-Signature-256" in logs[0]["reason"]
+
+
+async def test_uppercase_hex_signature_is_accepted(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    digest = REFERENCE_SIGNATURE.removeprefix("sha256=").upper()
+    assert (await h.post(REFERENCE_BODY, signature="sha256=" + digest))[0] == 200
+
+
+async def test_notifications_refused_without_an_app_secret(start: Start, tmp_path: Path) -> None:
+    h = await start(load_settings(tmp_path, web_section=f'webhook_verify_token = "{VERIFY_TOKEN}"'))
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await h.post(REFERENCE_BODY, signature=REFERENCE_SIGNATURE)
+    assert status == 403
+    assert h.batches == []
+    assert "graph.app_secret" in logs[0]["reason"]
+
+
+async def test_oversize_body_by_length(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path, webhook_max_body=200))
+    assert len(REFERENCE_BODY) > 200
+    status, _ = await h.post(REFERENCE_BODY)
+    assert status == 413
+    assert h.batches == []
+
+
+async def test_oversize_chunked_body(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path, webhook_max_body=1000))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # no Content-Length: the limit has to be enforced while reading
+        for _ in range(64):
+            yield b" " * 100
+
+    headers = {web.SIGNATURE_HEADER: "sha256=" + "0" * 64}
+    async with h.session.post(h.hook_url, data=chunks(), headers=headers) as resp:
+        assert resp.status == 413
+    assert h.batches == []
+
+
+async def test_malformed_json(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    for body in (b"{not json", b"\xff\xfe", b"[" * 100000):
+        status, _ = await h.post(body)
+        assert status == 400
+    assert h.batches == []
+
+
+async def test_other_fields_and_bad_payloads_are_answered_200(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    other: dict[str, Any] = {
+        "object": "instagram",
+        "entry": [
+            {"id": "1784", "time": 1547687043, "changes": [{"field": "comments", "value": {}}]}
+        ],
+    }
+    bodies: list[object] = [other, {"object": "page", "entry": []}, [], {"entry": "x"}, None]
+    for payload in bodies:
+        status, _ = await h.post(json.dumps(payload).encode())
+        # Meta would retry anything else, for 36 hours, and the answer would not change
+        assert status == 200
+    assert h.batches == []
+
+
+async def test_sink_failure_asks_for_a_redelivery(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    h.sink_error = ConnectionError("database down")
+    status, _ = await h.post(REFERENCE_BODY)
+    assert status == 503
+    h.sink_error = None
+    assert (await h.post(REFERENCE_BODY))[0] == 200
+    assert len(h.batches) == 1
+
+
+async def test_reconfigure_takes_new_secrets(start: Start, tmp_path: Path) -> None:
+    h = await start(secured(tmp_path))
+    (tmp_path / "new").mkdir()
+    new = load_settings(
+        tmp_path / "new",
+        graph='app_secret = "rotated_secret"',
+        web_section=f'webhook_verify_token = "{VERIFY_TOKEN}"',
+    )
+    h.server.reconfigure(new)
+    assert (await h.post(REFERENCE_BODY))[0] == 403
+    body = REFERENCE_BODY
+    status, _ = await h.post(body, signature=webhooks.sign("rotated_secret", body))
+    assert status == 200
