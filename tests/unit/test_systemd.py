@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -183,3 +184,26 @@ def test_config_load_keeps_the_systemd_variables(make: Make) -> None:
     assert notifier.socket_path == "@sd-notify"
     # not a [section] of the file: it can't be set from TOML, and describe() doesn't list it
     assert "systemd_env" not in config.describe(settings)
+
+
+def test_the_sender_is_this_process(listener: Listener, make: Make) -> None:
+    # NotifyAccess=main: systemd drops messages whose SCM_CREDENTIALS pid is not the main pid
+    listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    notifier = make({"NOTIFY_SOCKET": listener.name})
+    assert notifier.ready()
+    data, ancillary, _, _ = listener.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+    assert data == b"READY=1"
+    [(level, kind, creds)] = ancillary
+    assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+    assert struct.unpack("iII", creds)[0] == os.getpid()
+
+
+def test_a_full_queue_drops_instead_of_blocking(listener: Listener, make: Make) -> None:
+    notifier = make({"NOTIFY_SOCKET": listener.name})
+    with structlog.testing.capture_logs() as logs:
+        # nobody reads: the kernel queue fills up (net.unix.max_dgram_qlen), then sends fail
+        results = [notifier.status("x" * 1000) for _ in range(5000)]
+    assert results[0]
+    assert not results[-1]
+    assert [e["event"] for e in logs] == ["sd_notify_failed"]
+    assert "BlockingIOError" in logs[0]["error"]
