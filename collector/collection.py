@@ -192,9 +192,9 @@ class Collection:
         await self._write(batch, result)
 
         self._budget_left(target)
-        batch = await jobs.story_discovery(ctx, target)
-        result.stories_seen = len(batch.media)
-        await self._write(batch, result)
+        listing = await jobs.story_discovery(ctx, target)
+        result.stories_seen = len(listing.batch.media)
+        await self._write(listing.batch, result)
 
         self._budget_left(target)
         now = self.clock.now()

@@ -279,11 +279,49 @@ async def media_discovery(
     return batch
 
 
-async def story_discovery(ctx: Context, target: Target) -> models.Batch:
-    """List the live stories (``/stories``)."""
-    batch = models.Batch()
+@dataclasses.dataclass
+class StoryListing:
+    """What ``/stories`` returned: the stories, and which of them came with their insights."""
+
+    batch: models.Batch
+    polled: set[str] = dataclasses.field(default_factory=set)
+    #: why the nested ``insights.metric(…)`` expansion was refused, if it was
+    expansion_error: str | None = None
+
+
+async def story_discovery(
+    ctx: Context, target: Target, *, insights: Sequence[str] = ()
+) -> StoryListing:
+    """List the live stories (``/stories``), with their insights in the same call if asked.
+
+    Field expansion (``insights.metric(…)``) snapshots every live story in one round trip; Meta
+    fails the whole call when any story cannot serve a metric (fewer than 5 viewers, a metric
+    its kind rejects), so a refused expansion falls back to the plain listing and the caller
+    polls those stories one by one.
+    """
+    if insights:
+        try:
+            return await _list_stories(ctx, target, list(insights))
+        except errors.InvalidMetric as exc:
+            listing = await _list_stories(ctx, target, [])
+            _learn(ctx, models.ObjectKind.STORY, exc, list(insights), listing.batch)
+            listing.expansion_error = str(exc)[:300]
+            return listing
+        except (errors.ObjectError, errors.InvalidRequest) as exc:
+            listing = await _list_stories(ctx, target, [])
+            listing.expansion_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            return listing
+    return await _list_stories(ctx, target, [])
+
+
+async def _list_stories(ctx: Context, target: Target, insights: list[str]) -> StoryListing:
+    listing = StoryListing(models.Batch())
+    batch = listing.batch
     skips = _Skips()
-    params: dict[str, graph.ParamValue] = {"fields": STORY_FIELDS, "limit": ctx.page_size}
+    fields = STORY_FIELDS
+    if insights:
+        fields += f",insights.metric({','.join(insights)})"
+    params: dict[str, graph.ParamValue] = {"fields": fields, "limit": ctx.page_size}
     async for page in ctx.client.pages(
         f"{target.ig_user_id}/stories", params, token=target.token, account=target.ig_user_id
     ):
@@ -292,10 +330,26 @@ async def story_discovery(ctx: Context, target: Target) -> models.Batch:
             story = parse.media_item(
                 item, target.ig_user_id, now, story_lifetime=ctx.story_lifetime, skipped=skips
             )
-            if story is not None:
-                batch.media.append(story)
+            if story is None:
+                continue
+            batch.media.append(story)
+            nested = item.get("insights") if insights else None
+            if isinstance(nested, dict):
+                # inside the final window this capture is a final one, as a poll would be
+                final = story.expires_at is not None and now >= story.expires_at - (
+                    ctx.story_final_lead
+                )
+                batch.media_metrics.extend(
+                    parse.media_insights(
+                        nested, story.media_id, insights, now, is_final=final, skipped=skips
+                    )
+                )
+                batch.media_polls.append(
+                    models.MediaPoll(story.media_id, now, models.InsightsStatus.OK, is_final=final)
+                )
+                listing.polled.add(story.media_id)
     _log_skips(ctx, target, "story_discovery", skips)
-    return batch
+    return listing
 
 
 async def media_insights(ctx: Context, target: Target, media: models.Media) -> models.Batch:

@@ -75,6 +75,8 @@ class AccountState:
     status: models.AccountStatus | None = None
     #: end of the newest day bucket of account insights collected
     last_metric_end: datetime | None = None
+    #: no nested story insights before this (the last expansion was refused)
+    expand_after: datetime | None = None
     parked_reason: str | None = None
     parked_until: datetime | None = None
     token_warned_on: str | None = None
@@ -527,11 +529,7 @@ class Runner:
                     self._add_media(state, media)
             again(c.media_discovery)
         elif kind is Kind.STORY_DISCOVERY:
-            batch = await jobs.story_discovery(ctx, target)
-            await self._write(batch)
-            for story in batch.media:
-                if story.media_id not in state.media:
-                    self._add_media(state, story)
+            await self._story_discovery(state, now)
             again(c.story_discovery)
         elif kind in (Kind.ACCOUNT_INSIGHTS, Kind.DEMOGRAPHICS):
             demographics = kind is Kind.DEMOGRAPHICS
@@ -555,16 +553,65 @@ class Runner:
         elif kind is Kind.MEDIA_INSIGHTS or kind is Kind.STORY_INSIGHTS:
             await self._media_job(state, job)
 
-    def _add_media(self, state: AccountState, media: models.Media) -> None:
-        entry = _MediaState(
+    @staticmethod
+    def _media_state(media: models.Media) -> _MediaState:
+        return _MediaState(
             kind=media.kind,
             media_type=media.media_type,
             product_type=media.media_product_type,
             posted_at=media.posted_at,
             expires_at=media.expires_at,
         )
+
+    def _add_media(self, state: AccountState, media: models.Media) -> None:
+        entry = self._media_state(media)
         state.media[media.media_id] = entry
         self._schedule_media(state.target.ig_user_id, media.media_id, entry, self.clock.now())
+
+    async def _story_discovery(self, state: AccountState, now: datetime) -> None:
+        """List live stories; when a poll is due soon, their insights come in the same call."""
+        ctx = state.context
+        target = state.target
+        uid = target.ig_user_id
+        c = self.cadence
+        expand = self._should_expand(state, now)
+        listing = await jobs.story_discovery(
+            ctx,
+            target,
+            insights=ctx.catalog.media_metrics(models.ObjectKind.STORY) if expand else (),
+        )
+        await self._write(listing.batch)
+        if listing.expansion_error is not None:
+            state.expand_after = self.clock.now() + c.story_poll
+            self.log.info(
+                "story_expansion_refused", account=target.name, reason=listing.expansion_error
+            )
+        polled_at = self.clock.now()
+        for story in listing.batch.media:
+            entry = state.media.get(story.media_id)
+            if entry is None:
+                entry = self._media_state(story)
+                state.media[story.media_id] = entry
+            elif story.media_id not in listing.polled:
+                continue
+            if story.media_id in listing.polled:
+                entry.last_polled = polled_at
+            self._schedule_media(uid, story.media_id, entry, polled_at)
+
+    def _should_expand(self, state: AccountState, now: datetime) -> bool:
+        """Ask ``/stories`` for insights too when a regular story poll is due before the next
+        listing: one call then snapshots every live story of the account."""
+        if state.expand_after is not None and state.expand_after > now:
+            return False
+        horizon = now + self.cadence.story_discovery
+        uid = state.target.ig_user_id
+        for media_id, entry in state.media.items():
+            if entry.expires_at is None or entry.gone or entry.final_taken:
+                continue
+            queued = self.scheduler.queued((uid, Kind.STORY_INSIGHTS, media_id))
+            if queued is not None and not queued.final and queued.due_at <= horizon:
+                return True
+        return False
 
     async def _media_job(self, state: AccountState, job: scheduler.Job) -> None:
         media_id = job.object_id or ""

@@ -310,3 +310,47 @@ async def test_throttled_account_gets_no_calls_and_finals_win(
         assert finals == len(stories)
     finally:
         await conn.close()
+
+
+async def test_regular_story_polls_ride_on_the_stories_listing(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    harness_factory: Any,
+    fake_clock: clock.FakeClock,
+    db_dsn: str,
+) -> None:
+    sim = await sim_factory(
+        accounts=2, media_per_account=2, stories_per_account=3, quiet_story_fraction=0.0
+    )
+    settings = make_settings(
+        sim,
+        sections={"schedule": {"story_poll_every": "1h", "account_insights_backfill_days": 1}},
+    )
+    h = await harness_factory(settings, sim)
+    start = fake_clock.now()
+    await h.run_until(start + timedelta(hours=6))
+    end = start + timedelta(hours=6)
+    stories = {
+        s.id
+        for a in sim.world.accounts
+        for s in sim.world.stories_of(a.ig_user_id, start)
+        if s.expires_at is not None and s.expires_at > end + timedelta(minutes=30)
+    }
+    assert stories
+    per_story = {
+        sid: sum(1 for r in sim.stats.requests if f"/{sid}/insights" in r.path) for sid in stories
+    }
+    expanded = [r for r in sim.stats.requests if r.kind == "ig_stories" and r.status == 200]
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        for sid in stories:
+            captures = await conn.fetchval(
+                "select count(distinct captured_at) from media_metric where media_id = $1", sid
+            )
+            # hourly snapshots for six hours, yet at most the first poll (and a final) was a
+            # call of its own: the others came with the /stories listing
+            assert captures >= 6, sid
+            assert per_story[sid] <= 3, per_story
+    finally:
+        await conn.close()
+    assert len(expanded) >= 6 * 6 * len(sim.world.accounts)  # the listing every 10 minutes
