@@ -1,0 +1,236 @@
+"""One full collection cycle (``python -m collector run --once``) against the simulator.
+
+Usage: ``.venv/bin/python bench/cycle.py [--quick] [--sizes 100x100x5,1000x50x3]
+[--latencies 0,100,300] [--max-in-flight 64] [--passes 2]``.
+
+For each size (accounts x media x stories) and latency: the simulator in its own process
+(``bench/simhost.py``, the ``simulate`` CLI plus counters), a fresh database ``bench_cycle``
+migrated with ``python -m collector migrate``, then ``python -m collector run --once`` as a
+separate process, ``--passes`` times (pass 1 discovers everything; pass 2 is the steady
+state: media discovery stops at known media, account insights re-poll 3 days). Measured per
+pass: wall time, API calls (simulator side, by endpoint kind; cross-checked with the
+collector's ``pass_done`` line), peak requests in flight inside the simulator, the collector
+process's CPU seconds and peak RSS (``wait4``). The lower bound is ``calls x latency /
+max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import common
+
+ACCOUNT_BACKFILL_DAYS = 3
+DB = "bench_cycle"
+STARTUP = "import collector.cli, collector.daemon, collector.store, collector.graph, asyncpg"
+
+
+def write_config(
+    directory: Path, sim: common.Simulator, dsn: str, max_in_flight: int, per_account: int
+) -> Path:
+    path = directory / "collector.toml"
+    path.write_text(
+        sim.config_toml
+        + f"""
+[database]
+dsn = {json.dumps(dsn)}
+pool_max_size = 10
+
+[limits]
+max_in_flight = {max_in_flight}
+per_account_in_flight = {per_account}
+
+[schedule]
+account_insights_backfill_days = {ACCOUNT_BACKFILL_DAYS}
+
+[state]
+directory = {json.dumps(str(directory / "state"))}
+
+[log]
+format = "json"
+level = "info"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Counters of one pass from two cumulative simulator snapshots."""
+
+    def sub(key: str) -> dict[str, int]:
+        a, b = after.get(key, {}), before.get(key, {})
+        return {k: a[k] - b.get(k, 0) for k in a if a[k] - b.get(k, 0)}
+
+    return {
+        "total_requests": after["total_requests"] - before["total_requests"],
+        "calls_by_kind": sub("calls_by_kind"),
+        "insights_calls_by_object": sub("insights_calls_by_object"),
+        "errors_by_class": sub("errors_by_class"),
+        "peak_in_flight": after["peak_in_flight"],
+        "sim_cpu": after["cpu_seconds"] - before["cpu_seconds"],
+    }
+
+
+def run_case(
+    accounts: int,
+    media: int,
+    stories: int,
+    latency_ms: float,
+    *,
+    max_in_flight: int,
+    per_account: int,
+    passes: int,
+) -> list[dict[str, Any]]:
+    sim = common.start_simulator(
+        accounts=accounts, media=media, stories=stories, latency_ms=latency_ms
+    )
+    results = []
+    try:
+        dsn = asyncio.run(common.fresh_database(DB))
+        with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
+            cfg = write_config(Path(tmp), sim, dsn, max_in_flight, per_account)
+            py = sys.executable
+            mig = common.run_measured([py, "-m", "collector", "migrate", "-c", str(cfg)])
+            if mig.returncode != 0:
+                raise RuntimeError(f"migrate failed: {mig.stderr[-2000:]}")
+            before = sim.stats()
+            for n in range(1, passes + 1):
+                run = common.run_measured([py, "-m", "collector", "run", "--once", "-c", str(cfg)])
+                after = sim.stats()
+                counts = diff(after, before)
+                before = after
+                done = common.log_events(run.stdout, "pass_done")
+                failed = common.log_events(run.stdout, "account_failed")
+                calls = counts["total_requests"]
+                bound = calls * latency_ms / 1000 / max_in_flight
+                # One request per account at a time: an account's calls are a serial chain.
+                chain = calls / accounts * latency_ms / 1000 / per_account
+                result = {
+                    "size": f"{accounts}x{media}x{stories}",
+                    "accounts": accounts,
+                    "media": media,
+                    "stories": stories,
+                    "latency_ms": latency_ms,
+                    "pass": n,
+                    "rc": run.returncode,
+                    "wall": run.wall,
+                    "bound": bound,
+                    "chain": chain,
+                    "calls": calls,
+                    "collector_calls": done[0]["api_calls"] if done else None,
+                    "retries": done[0]["retries"] if done else None,
+                    "failed_accounts": len(failed),
+                    "cpu": run.cpu,
+                    "user": run.user,
+                    "system": run.system,
+                    "maxrss_mb": run.maxrss_mb,
+                    **counts,
+                }
+                results.append(result)
+                print(summary_line(result, max_in_flight), flush=True)
+                if run.returncode != 0 and not done:
+                    print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
+                    break
+    finally:
+        sim.stop()
+        asyncio.run(common.drop_database(DB))
+    return results
+
+
+def summary_line(r: dict[str, Any], max_in_flight: int) -> str:
+    ratio = f"{r['wall'] / r['bound']:.2f}x bound" if r["bound"] else "no bound at 0 ms"
+    return (
+        f"{r['size']:>11} {r['latency_ms']:>4g} ms pass {r['pass']}: "
+        f"{r['wall']:7.1f} s wall ({ratio}, bound {r['bound']:.1f} s, "
+        f"per-account chain {r['chain']:.1f} s), "
+        f"{r['calls']} calls (collector says {r['collector_calls']}, retries {r['retries']}), "
+        f"peak {r['peak_in_flight']}/{max_in_flight} in flight, "
+        f"CPU {r['cpu']:.1f} s = {1000 * r['cpu'] / max(r['calls'], 1):.2f} ms/call, "
+        f"RSS {r['maxrss_mb']:.0f} MB, rc {r['rc']}, failed accounts {r['failed_accounts']}"
+    )
+
+
+def per_unit(r: dict[str, Any]) -> str:
+    """Calls per media and per story for the pass, by endpoint kind."""
+    kinds = r["calls_by_kind"]
+    objs = r["insights_calls_by_object"]
+    media_total = r["accounts"] * r["media"]
+    story_total = r["accounts"] * r["stories"]
+    parts = [f"{k}={v}" for k, v in sorted(kinds.items())]
+    media_calls = objs.get("media", 0)
+    story_calls = objs.get("story", 0)
+    return (
+        f"{r['size']} {r['latency_ms']:g} ms pass {r['pass']}: "
+        f"{media_calls / max(media_total, 1):.2f} insights calls per media, "
+        f"{story_calls / max(story_total, 1):.2f} per story "
+        f"({story_calls / r['accounts']:.2f} story-insights calls per account; target <= 1); "
+        f"{r['calls'] / r['accounts']:.1f} calls per account; by kind: {', '.join(parts)}"
+    )
+
+
+def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    out = []
+    for item in text.split(","):
+        a, m, s = (int(x) for x in item.lower().split("x"))
+        out.append((a, m, s))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10x20x2 at 0 and 50 ms, one pass")
+    parser.add_argument("--sizes", default="100x100x5,1000x50x3")
+    parser.add_argument("--latencies", default="0,100,300", help="milliseconds")
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--per-account-in-flight", type=int, default=1)
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write every result here")
+    args = parser.parse_args()
+    if args.quick:
+        sizes, latencies, passes = [(10, 20, 2)], [0.0, 50.0], 1
+    else:
+        sizes = parse_sizes(args.sizes)
+        latencies = [float(x) for x in args.latencies.split(",")]
+        passes = args.passes
+    print(f"# {common.machine()}; commit {common.git_commit()}", flush=True)
+    print(
+        f"# max_in_flight={args.max_in_flight}, per_account_in_flight="
+        f"{args.per_account_in_flight}, account_insights_backfill_days={ACCOUNT_BACKFILL_DAYS}",
+        flush=True,
+    )
+    startup = common.run_measured([sys.executable, "-c", STARTUP])
+    print(
+        f"# interpreter start + collector imports: {startup.cpu:.2f} s CPU, "
+        f"{startup.maxrss_mb:.0f} MB RSS (included in every pass below)",
+        flush=True,
+    )
+    results: list[dict[str, Any]] = []
+    for accounts, media, stories in sizes:
+        for latency in latencies:
+            results += run_case(
+                accounts,
+                media,
+                stories,
+                latency,
+                max_in_flight=args.max_in_flight,
+                per_account=args.per_account_in_flight,
+                passes=passes,
+            )
+    print("\n# calls per unit of data")
+    for r in results:
+        print(per_unit(r))
+    if args.json:
+        existing = json.loads(args.json.read_text()) if args.json.exists() else []
+        args.json.write_text(json.dumps(existing + results, indent=1))
+    return 0 if all(r["rc"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

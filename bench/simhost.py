@@ -1,0 +1,114 @@
+"""The Graph API simulator in its own process, reporting its counters when it stops.
+
+Usage: ``python bench/simhost.py [the flags of python -m collector simulate]``. It serves
+exactly what ``python -m collector simulate`` serves (same flags, same world, same printed
+config) and, on SIGTERM, prints one line ``# stats {json}`` to stdout: requests by kind, by
+status, the peak number of requests in flight inside the server, and its own CPU seconds.
+SIGUSR1 prints the same line without stopping (counters are cumulative; the in-flight peak
+restarts at each report). The CLI has no way to report its counters yet, which is why the
+benchmarks use this wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import resource
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from collector import clock as clock_mod
+from collector.simulator import app as app_mod
+from collector.simulator import cli, server
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Gauge:
+    """Requests inside the server right now, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self.by_status: collections.Counter[int] = collections.Counter()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            resp = await handler(request)
+            self.by_status[resp.status] += 1
+            return resp
+        finally:
+            self.now -= 1
+
+
+def main(argv: list[str]) -> int:
+    parser = cli.build_parser()
+    parser.prog = "bench/simhost.py"
+    args = parser.parse_args(argv)
+    config = cli.config_from_args(parser, args)
+    gauge = Gauge()
+    plain_make_app = app_mod.make_app
+
+    def make_app(g: app_mod.graph.Graph) -> web.Application:
+        application = plain_make_app(g)
+        application.middlewares.append(gauge.middleware)
+        return application
+
+    app_mod.make_app = make_app  # the one seam: count what reaches the server
+
+    def report(sim: server.Simulator) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        st = sim.stats
+        # Story and post insights share one endpoint kind; the world knows which object is which.
+        objects: collections.Counter[str] = collections.Counter()
+        for rec in st.requests:
+            if rec.kind == "media_insights":
+                media_id = next((p for p in rec.path.split("/") if p.isdigit()), "")
+                media = sim.world.media(media_id)
+                objects["story" if media is not None and media.is_story else "media"] += 1
+        record = {
+            "total_requests": st.total_requests,
+            "calls_by_kind": dict(st.calls_by_kind),
+            "errors_by_class": dict(st.errors_by_class),
+            "by_status": {str(k): v for k, v in gauge.by_status.items()},
+            "peak_in_flight": gauge.peak,
+            "insights_calls_by_object": dict(objects),
+            "logged_requests": len(st.requests),
+            "served_values": len(st.served),
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "maxrss_mb": usage.ru_maxrss / 1024,
+        }
+        gauge.peak = gauge.now
+        print("# stats " + json.dumps(record), flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sim = await server.start(
+            config, clock=clock_mod.SystemClock(), host=args.host, port=args.port
+        )
+        loop.add_signal_handler(signal.SIGUSR1, report, sim)
+        try:
+            print(f"# Graph API simulator listening on {sim.base_url}", flush=True)
+            print("# collector config for this world:")
+            print(sim.config_toml(args.api_version), flush=True)
+            await stop.wait()
+        finally:
+            await sim.close()
+            report(sim)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
