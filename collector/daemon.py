@@ -23,16 +23,24 @@ from collector import (
     runner,
     schema,
     spool,
+    systemd,
+    web,
 )
 from collector import config as config_mod
 from collector import store as store_mod
+from collector import telemetry as telemetry_mod
 from collector import writer as writer_mod
 
 if TYPE_CHECKING:
     from collector import config
 
 
-def build_client(settings: config.Settings, clock: clock_mod.Clock) -> graph.GraphClient:
+def build_client(
+    settings: config.Settings,
+    clock: clock_mod.Clock,
+    *,
+    on_call: graph.CallHook | None = None,
+) -> graph.GraphClient:
     g = settings.graph
     lim = settings.limits
     limiter = ratelimit.Limiter(
@@ -53,6 +61,7 @@ def build_client(settings: config.Settings, clock: clock_mod.Clock) -> graph.Gra
         clock=clock,
         limiter=limiter,
         max_in_flight=lim.max_in_flight,
+        on_call=on_call,
     )
 
 
@@ -212,9 +221,11 @@ def build_runner(
     clock: clock_mod.Clock,
     *,
     writer: writer_mod.Writer | None = None,
+    telemetry: telemetry_mod.Telemetry | None = None,
 ) -> runner.Runner:
     """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
     return runner.Runner(
+        telemetry=telemetry,
         write=writer.write if writer is not None else None,
         backpressure=(lambda: writer.backpressure) if writer is not None else None,
         client=client,
@@ -265,6 +276,10 @@ class Daemon:
         self.store: store_mod.Store | None = None
         self.writer: writer_mod.Writer | None = None
         self.runner: runner.Runner | None = None
+        self.web: web.WebServer | None = None
+        self.notifier = systemd.Notifier.from_environ(settings.systemd_env, log=self.log)
+        self.telemetry = telemetry_mod.Telemetry()
+        self.loop_lag = 0.0
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -288,23 +303,121 @@ class Daemon:
         try:
             await prepare(settings, st, self.clock)
             sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
-            wr = self.writer = writer_mod.Writer(st, sp, log=self.log)
+            wr = self.writer = writer_mod.Writer(st, sp, telemetry=self.telemetry, log=self.log)
             if sp.size:
-                self.log.info("spool_found", spool_bytes=sp.size, batches=sp.count())
+                wr.spooled_batches = sp.count()
+                self.log.info("spool_found", spool_bytes=sp.size, batches=wr.spooled_batches)
                 await wr.replay()
             catalog = metrics_catalog.Catalog(
                 settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
             )
-            async with build_client(settings, self.clock) as client:
+            async with build_client(
+                settings, self.clock, on_call=self.telemetry.api_call
+            ) as client:
                 run = self.runner = build_runner(
-                    settings, st, client, catalog, self.clock, writer=wr
+                    settings, st, client, catalog, self.clock, writer=wr, telemetry=self.telemetry
                 )
                 await run.set_accounts(targets_of(settings))
-                self.log.info("daemon_started", accounts=len(run.accounts), jobs=len(run.scheduler))
+                if settings.web.enabled:
+                    self.web = web.WebServer(
+                        settings,
+                        telemetry=self.telemetry,
+                        health=self.health,
+                        sink=self._webhook_sink,
+                        log=self.log,
+                    )
+                    await self.web.start()
+                self.log.info(
+                    "daemon_started",
+                    accounts=len(run.accounts),
+                    jobs=len(run.scheduler),
+                    web=self.web.url if self.web else None,
+                )
+                self.notifier.ready(self._status_line())
                 await self._supervise(run, wr)
         finally:
+            if self.web is not None:
+                await self.web.stop()
             await st.close()
         return 0
+
+    async def _webhook_sink(self, batch: models.Batch) -> None:
+        """Webhook rows are made durable (database or spool) before Meta gets its 200."""
+        assert self.writer is not None
+        await self.writer.write(batch)
+        await self.writer.flush()
+
+    def health(self) -> web.Health:
+        wr, run = self.writer, self.runner
+        return web.Health.assess(
+            database_up=wr.db_up if wr else False,
+            loop_lag_s=self.loop_lag,
+            accounts=self._accounts_by_status(),
+            spool_bytes=wr.spool.size if wr else 0,
+            spool_batches=wr.spooled_batches if wr else 0,
+            last_job_at=run.last_job_at if run else None,
+        )
+
+    def _accounts_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for state in self.runner.accounts.values() if self.runner else ():
+            status = "unhealthy" if state.parked_reason else str(state.status or "unknown")
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def _status_line(self) -> str:
+        run, wr = self.runner, self.writer
+        if run is None or wr is None:
+            return "starting"
+        by_status = self._accounts_by_status()
+        return (
+            f"{len(run.accounts)} accounts ({by_status.get('ok', 0)} ok), "
+            f"{run.stats.jobs_done} jobs done, {run.in_flight} in flight, "
+            f"{run.stats.stories_finalised} stories finalised, "
+            f"{run.stats.stories_missed} missed, "
+            f"{'database up' if wr.db_up else 'DATABASE DOWN'}, "
+            f"spool {wr.spooled_batches} batches"
+        )
+
+    def _refresh_gauges(self) -> None:
+        run, wr = self.runner, self.writer
+        if run is None or wr is None:
+            return
+        now = self.clock.now()
+        t = self.telemetry
+        t.set_gauges(
+            jobs_due=run.scheduler.due_count(now),
+            jobs_overdue=run.scheduler.overdue_count(now),
+            spool_bytes=wr.spool.size,
+            spool_batches=wr.spooled_batches,
+            database_up=wr.db_up,
+            loop_lag_s=self.loop_lag,
+        )
+        t.set_accounts(self._accounts_by_status())
+        for uid, state in run.accounts.items():
+            usage = run.client.limiter.accounts.get(uid)
+            t.set_usage(state.target.name, usage.percent if usage else None)
+
+    async def _heartbeat(self) -> None:
+        """Watchdog pings from the event loop itself (a wedged loop stops them), loop lag,
+        gauges and the systemd status line."""
+        interval = 1.0
+        watchdog = self.notifier.watchdog_interval()
+        if watchdog is not None:
+            interval = min(interval, watchdog)
+        loop = asyncio.get_running_loop()
+        ticks = 0
+        while True:
+            before = loop.time()
+            # a plain sleep on purpose: how late it wakes up is the loop lag being measured
+            await asyncio.sleep(interval)
+            self.loop_lag = max(0.0, loop.time() - before - interval)
+            self.notifier.watchdog()
+            ticks += 1
+            if ticks % 5 == 0:
+                self._refresh_gauges()
+            if ticks % 10 == 0:
+                self.notifier.status(self._status_line())
 
     async def _supervise(self, run: runner.Runner, wr: writer_mod.Writer) -> None:
         writer_stop = asyncio.Event()
@@ -312,6 +425,7 @@ class Daemon:
             asyncio.create_task(run.run(self.stop), name="runner"),
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(wr.run(writer_stop), name="writer"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -321,6 +435,8 @@ class Daemon:
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
         finally:
             self.stop.set()
+            self.notifier.stopping()
+            self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
                 if task.get_name() == "reloader":
                     task.cancel()
@@ -329,7 +445,13 @@ class Daemon:
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
             writer_stop.set()
+            for task in tasks:
+                if task.get_name() == "heartbeat":
+                    task.cancel()
             await asyncio.wait(tasks)
+            if self.web is not None:
+                await self.web.stop()
+                self.web = None
             if self.hurry.is_set():
                 wr.spool_pending()
             else:
@@ -365,7 +487,11 @@ class Daemon:
         while True:
             await self.reload.wait()
             self.reload.clear()
-            await self._reload()
+            self.notifier.reloading()
+            try:
+                await self._reload()
+            finally:
+                self.notifier.ready(self._status_line())
 
     async def _reload(self) -> None:
         """Re-read the config file; a broken file is rejected and the running config kept."""
@@ -389,6 +515,8 @@ class Daemon:
         run.cadence = cadence_of(fresh)
         run.max_in_flight = fresh.limits.max_in_flight
         await run.set_accounts(targets_of(fresh))
+        if self.web is not None:
+            self.web.reconfigure(fresh)
         self.settings = fresh
         self.log.info("config_reloaded", accounts=len(run.accounts))
 

@@ -114,6 +114,7 @@ class Runner:
         context_defaults: Mapping[str, Any] | None = None,
         write: Callable[[models.Batch], Any] | None = None,
         backpressure: Callable[[], bool] | None = None,
+        telemetry: Any = None,
         log: Any = None,
     ) -> None:
         self.client = client
@@ -129,6 +130,9 @@ class Runner:
         self._context_defaults = dict(context_defaults or {})
         self._write_hook = write
         self._backpressure = backpressure or (lambda: False)
+        #: ``telemetry.Telemetry`` or None (tests)
+        self.telemetry = telemetry
+        self.last_job_at: datetime | None = None
         self._running: dict[asyncio.Task[None], scheduler.Job] = {}
         self._wake = asyncio.Event()
 
@@ -403,12 +407,18 @@ class Runner:
         state = self.accounts.get(job.account)
         if state is None or state.parked_reason is not None:
             return
+        lateness = max(0.0, (self.clock.now() - job.due_at).total_seconds())
+        outcome = "error"
         try:
-            await self._execute_guarded(state, job)
+            outcome = await self._execute_guarded(state, job)
         finally:
             self._pace(job.account)
+            self.last_job_at = self.clock.now()
+            if self.telemetry is not None:
+                self.telemetry.job_done(str(job.kind), outcome, lateness)
 
-    async def _execute_guarded(self, state: AccountState, job: scheduler.Job) -> None:
+    async def _execute_guarded(self, state: AccountState, job: scheduler.Job) -> str:
+        """Run one job; returns its outcome for telemetry."""
         log = self.log.bind(account=state.target.name, job=str(job.kind), object_id=job.object_id)
         started = self.clock.monotonic()
         try:
@@ -419,7 +429,7 @@ class Runner:
                 await self._write(exc.batch)
             self.scheduler.add(job)
             log.info("account_paced", reason=str(exc))
-            return
+            return "paced"
         except (errors.AccountThrottled, errors.AppThrottled) as exc:
             self.stats.throttle_pauses += 1
             until = self.client.limiter.blocked_until(job.account, self.clock.now())
@@ -438,10 +448,10 @@ class Runner:
                 code=exc.code,
                 paused_until=until.isoformat(),
             )
-            return
+            return "throttled"
         except errors.AccountError as exc:
             await self._park(state, exc)
-            return
+            return "account_error"
         except errors.GraphError as exc:
             self.stats.jobs_failed += 1
             now = self.clock.now()
@@ -462,11 +472,12 @@ class Runner:
                 message=str(exc)[:300],
                 seconds=round(self.clock.monotonic() - started, 3),
             )
-            return
+            return "failed"
         self.stats.jobs_done += 1
         if state.status is not models.AccountStatus.OK:
             await self._set_status(state, models.AccountStatus.OK, None)
         log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
+        return "ok"
 
     def _retry_later(self, job: scheduler.Job, now: datetime) -> None:
         if job.kind is Kind.STORY_INSIGHTS:
@@ -496,6 +507,8 @@ class Runner:
     def _story_missed(self, uid: str, story_id: str, media: _MediaState, why: str) -> None:
         media.gone = True
         self.stats.stories_missed += 1
+        if self.telemetry is not None:
+            self.telemetry.story_final(False)
         self.log.warning("story_final_missed", ig_user_id=uid, media_id=story_id, reason=why)
 
     async def _dispatch(self, state: AccountState, job: scheduler.Job) -> None:
@@ -646,6 +659,8 @@ class Runner:
                 self.stats.stories_finalised += 1
                 lead = (entry.expires_at - poll.polled_at).total_seconds()
                 self.stats.final_leads.append(lead)
+                if self.telemetry is not None:
+                    self.telemetry.story_final(True, lead)
                 self.log.info(
                     "story_finalised",
                     account=state.target.name,

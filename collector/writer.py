@@ -30,6 +30,7 @@ class Writer:
         flush_rows: int = 2000,
         flush_interval: float = 1.0,
         retry_interval: float = 5.0,
+        telemetry: Any = None,
         log: Any = None,
     ) -> None:
         self.store = store
@@ -38,9 +39,13 @@ class Writer:
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.log = log or structlog.get_logger()
+        #: ``telemetry.Telemetry`` or None
+        self.telemetry = telemetry
         self.db_up = True
         self.rows_written = 0
         self.batches_spooled = 0
+        #: batches in the spool now (set from the file at start, reset by a replay)
+        self.spooled_batches = 0
         self._pending = models.Batch()
         self._lock = asyncio.Lock()
 
@@ -80,11 +85,20 @@ class Writer:
                 )
                 self._spool(batch)
                 return
-            self.rows_written += len(batch)
+            self._written(batch)
+
+    def _written(self, batch: models.Batch) -> None:
+        self.rows_written += len(batch)
+        if self.telemetry is not None:
+            for part in ("profiles", "media", "media_metrics", "media_polls", "account_metrics"):
+                rows = len(getattr(batch, part))
+                if rows:
+                    self.telemetry.rows_written(part, rows)
 
     def _spool(self, batch: models.Batch) -> None:
         size = self.spool.append(batch)
         self.batches_spooled += 1
+        self.spooled_batches += 1
         self.log.info("batch_spooled", rows=len(batch), spool_bytes=size)
 
     def spool_pending(self) -> None:
@@ -118,8 +132,9 @@ class Writer:
                     )
                     continue
                 replayed += 1
-                self.rows_written += len(batch)
+                self._written(batch)
             self.spool.clear()
+            self.spooled_batches = 0
             self.db_up = True
             self.log.info("spool_replayed", batches=replayed)
             return True

@@ -33,4 +33,5 @@ fi
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
+echo "== systemd unit (verify, security)"; bash systemd/check.sh
 echo "== pytest"; .venv/bin/python -m pytest "$@"
