@@ -1,0 +1,156 @@
+"""The daemon as systemd runs it: notify socket, watchdog, reload on SIGHUP, stop on SIGTERM,
+and its /metrics and /healthz endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from collector import clock
+from collector.simulator import server, world
+
+from ..integration.conftest import write_config
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.messages
+            self.messages.append(data.decode())
+
+    def seen(self, field: str) -> int:
+        return sum(1 for m in self.drain() if field in m.split("\n"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def _until(check: Callable[[], Awaitable[bool] | bool], within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_notify_watchdog_reload_and_stop(tmp_path: Path, db_dsn: str) -> None:
+    cfg = world.WorldConfig(seed=9, accounts=3, media_per_account=3, stories_per_account=1)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    lines: list[str] = []
+    async with server.running(cfg, clock=clock.SystemClock()) as sim:
+        first, second, added = sim.world.accounts
+        config = tmp_path / "collector.toml"
+        sections = {
+            "web": {"port": 0},
+            "schedule": {"account_insights_backfill_days": 1},
+        }
+        write_config(config, sim, db_dsn, accounts=[first, second], sections=sections)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+        env |= {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collector",
+            "run",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                lines.append(raw.decode(errors="replace"))
+
+        reader = asyncio.create_task(read())
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            await _until(lambda: notify.seen("READY=1") >= 1, 30)
+            started = next(json.loads(x) for x in lines if '"daemon_started"' in x)
+            base = started["web"]
+            assert base.startswith("http://127.0.0.1:")
+            # the watchdog is fed from the event loop, about twice per WATCHDOG_USEC
+            await _until(lambda: notify.seen("WATCHDOG=1") >= 3, 10)
+
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/healthz") as resp:
+                    health = await resp.json()
+                    assert resp.status == 200, health
+                    assert health["database_up"] is True
+                await asyncio.sleep(1.5)  # let a few jobs run before reading the counters
+                async with http.get(f"{base}/metrics") as resp:
+                    body = await resp.text()
+                    assert resp.status == 200
+                    assert "collector_api_calls_total" in body
+                    assert 'endpoint="{id}"' in body
+
+            async def collected(uid: str) -> bool:
+                return bool(
+                    await conn.fetchval(
+                        "select count(*) from account_snapshot where ig_user_id = $1", uid
+                    )
+                )
+
+            await _until(lambda: collected(first.ig_user_id), 30)
+            assert not await collected(added.ig_user_id)
+
+            # the operator adds an account and reloads
+            write_config(config, sim, db_dsn, accounts=[first, second, added], sections=sections)
+            proc.send_signal(signal.SIGHUP)
+            await _until(lambda: notify.seen("RELOADING=1") >= 1, 10)
+            await _until(lambda: notify.seen("READY=1") >= 2, 10)
+            assert any(m.startswith("MONOTONIC_USEC=") for m in "\n".join(notify.drain()).split())
+            await _until(lambda: collected(added.ig_user_id), 30)
+
+            # a broken file is rejected; the running config stays
+            config.write_text(config.read_text().replace("[graph]", "[graph]\nnope = 1"))
+            proc.send_signal(signal.SIGHUP)
+            await _until(lambda: any("config_reload_rejected" in x for x in lines), 10)
+            rejected = [x for x in lines if "config_reload_rejected" in x]
+            assert any("nope" in x for x in rejected), rejected
+
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            await reader
+            assert notify.seen("STOPPING=1") == 1
+            stopped = next(json.loads(x) for x in lines if '"daemon_stopped"' in x)
+            assert stopped["spool_bytes"] == 0  # everything was flushed to the database
+            assert any("STATUS=" in m for m in notify.drain())
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await conn.close()
+            notify.close()
