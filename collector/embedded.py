@@ -208,6 +208,13 @@ class EmbeddedPostgres:
             f"-U {SUPERUSER} {database}"
         )
 
+    def stop_command(self) -> str:
+        """A shell command that stops the server (as its user when that is not this one)."""
+        pg_ctl = _shell_quote(str(self._binaries() / "pg_ctl"))
+        command = f"{pg_ctl} stop -D {_shell_quote(str(self.data_dir))} -m fast"
+        ident = self._resolve_identity()
+        return f"runuser -u {ident.name} -- {command}" if ident.switch else command
+
     def start(self) -> str:
         """Initialise the cluster if needed, start it (or reuse a running one); its admin DSN."""
         began = time.monotonic()
