@@ -354,3 +354,33 @@ async def test_regular_story_polls_ride_on_the_stories_listing(
     finally:
         await conn.close()
     assert len(expanded) >= 6 * 6 * len(sim.world.accounts)  # the listing every 10 minutes
+
+
+async def test_full_spool_holds_back_everything_but_story_work(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    store: store_mod.Store,
+    fake_clock: clock.FakeClock,
+) -> None:
+    sim = await sim_factory(accounts=2, media_per_account=5, stories_per_account=2)
+    settings = make_settings(sim, sections=_story_settings())
+    await daemon.prepare(settings, store, fake_clock)
+    full = True
+    async with daemon.build_client(settings, fake_clock) as client:
+        run = daemon.build_runner(
+            settings, store, client, metrics_catalog.Catalog("v25.0"), fake_clock
+        )
+        run._backpressure = lambda: full
+        await run.set_accounts(daemon.targets_of(settings))
+        await run.run_until_idle()
+        kinds = {r.kind for r in sim.stats.requests}
+        assert kinds <= {"ig_stories", "media_insights"}, kinds
+        assert "ig_stories" in kinds
+        story_ids = {s.id for a in sim.world.accounts for s in sim.world.stories_of(a.ig_user_id)}
+        insights = {r.path.split("/")[2] for r in sim.stats.requests if r.kind == "media_insights"}
+        assert insights <= story_ids
+        # room in the spool again: the held-back jobs run, late but not lost
+        full = False
+        await run.run_until_idle()
+        kinds = {r.kind for r in sim.stats.requests}
+        assert {"ig_user", "ig_media_list", "user_insights", "debug_token"} <= kinds
