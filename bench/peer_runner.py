@@ -10,6 +10,7 @@ imports nothing from the collector.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 
@@ -60,8 +61,9 @@ def run_tap(base_url: str, args: list[str]) -> int:
     import tap_instagram.tap
 
     # The tap omits the version (Meta then uses the app's default); the simulator needs one.
-    tap_instagram.client.BASE_URL = f"{base_url}/v25.0"
-    tap_instagram.tap.BASE_URL = f"{base_url}/v25.0/{{ig_user_id}}"
+    version = os.environ.get("BENCH_TAP_API_VERSION", "v25.0")
+    tap_instagram.client.BASE_URL = f"{base_url}/{version}"
+    tap_instagram.tap.BASE_URL = f"{base_url}/{version}/{{ig_user_id}}"
     sys.argv = ["tap-instagram", *args]
     tap_instagram.tap.TapInstagram.cli()
     return 0
