@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     with_config(chk)
     sub.add_parser(
+        "demo",
+        help="embedded PostgreSQL + simulator + the daemon for a while, then a summary",
+        add_help=False,
+    )
+    sub.add_parser(
         "simulate",
         help="serve a simulated Graph API (see `python -m collector simulate --help`)",
         add_help=False,
@@ -62,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.simulator import cli as simulator_cli  # noqa: PLC0415
 
         return simulator_cli.main(args_list[1:])
+    if args_list[:1] == ["demo"]:
+        from collector import demo  # noqa: PLC0415
+
+        return demo.main(args_list[1:])
     args = _parser().parse_args(args_list)
     try:
         settings = config.load(args.config)
@@ -74,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("config_warning", message=warning)
     try:
         if args.command == "migrate":
-            applied = asyncio.run(daemon.migrate(settings))
+            applied = asyncio.run(daemon.with_database(settings, daemon.migrate))
             logger.info("migrations_applied", applied=applied, count=len(applied))
             print(
                 f"applied {len(applied)} migration(s): {', '.join(applied)}"
@@ -86,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from collector import checks  # noqa: PLC0415
 
-            return asyncio.run(checks.run(settings, out=sys.stdout))
+            return asyncio.run(
+                daemon.with_database(settings, lambda s: checks.run(s, out=sys.stdout))
+            )
         if args.command == "run":
             if args.once:
-                return asyncio.run(daemon.run_once(settings))
-            return asyncio.run(daemon.run_forever(settings))
+                return asyncio.run(daemon.with_database(settings, daemon.run_once))
+            return asyncio.run(daemon.with_database(settings, daemon.run_forever))
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -349,6 +349,13 @@ class DatabaseSettings(Section):
         """Where the DSN came from, for ``check`` output (never the DSN)."""
         return self._source
 
+    def with_dsn(self, dsn: str, source: str) -> DatabaseSettings:
+        """A copy that connects to ``dsn`` (the embedded server's, found at run time)."""
+        copy = self.model_copy()
+        copy._resolved = pydantic.SecretStr(dsn)
+        copy._source = source
+        return copy
+
     def dsn_for_display(self) -> str:
         """The DSN with its password masked, or a note that the embedded PostgreSQL is used."""
         dsn = self.resolved_dsn()
@@ -698,6 +705,12 @@ class Settings(pydantic_settings.BaseSettings):
     def warnings(self) -> tuple[str, ...]:
         """Things that work but should be changed (a token written in the file)."""
         return self._warnings
+
+    def with_embedded_dsn(self, dsn: str) -> Settings:
+        """A copy whose database is the embedded PostgreSQL listening at ``dsn``."""
+        return self.model_copy(
+            update={"database": self.database.with_dsn(dsn, "embedded PostgreSQL")}
+        )
 
     def enabled_accounts(self) -> tuple[Account, ...]:
         """The accounts to collect (``enabled = true``)."""

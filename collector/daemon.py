@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import structlog
 
@@ -33,6 +33,8 @@ from collector import writer as writer_mod
 
 if TYPE_CHECKING:
     from collector import config
+
+T = TypeVar("T")
 
 
 def build_client(
@@ -63,6 +65,25 @@ def build_client(
         max_in_flight=lim.max_in_flight,
         on_call=on_call,
     )
+
+
+async def with_database(
+    settings: config.Settings, command: Callable[[config.Settings], Awaitable[T]]
+) -> T:
+    """Run ``command`` with a database: the configured one, or the embedded PostgreSQL in the
+    state directory when ``[database]`` names none (its schema is ours: migrated here)."""
+    if settings.database.resolved_dsn() is not None:
+        return await command(settings)
+    from collector import embedded  # noqa: PLC0415  (only without a configured database)
+
+    log = structlog.get_logger()
+    async with embedded.running(settings.state.directory) as dsn:
+        log.info("embedded_postgres_started", state_dir=str(settings.state.directory))
+        local = settings.with_embedded_dsn(dsn)
+        applied = await migrate(local)
+        if applied:
+            log.info("migrations_applied", applied=applied, count=len(applied))
+        return await command(local)
 
 
 def require_dsn(settings: config.Settings) -> str:
