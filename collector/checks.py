@@ -83,7 +83,9 @@ async def _token(
     return Line(what, True, f"valid, {len(info.scopes)} scopes, {expiry}")
 
 
-async def run(settings: config.Settings, *, out: TextIO) -> int:
+async def run(
+    settings: config.Settings, *, out: TextIO, clock: clock_mod.Clock | None = None
+) -> int:
     """Print the check table; 0 when everything is fine, 1 otherwise."""
     lines = [
         Line(
@@ -95,7 +97,7 @@ async def run(settings: config.Settings, *, out: TextIO) -> int:
     ]
     lines.extend(Line("config warning", True, w) for w in settings.warnings)
     lines.extend(await _database(settings))
-    clock = clock_mod.SystemClock()
+    clock = clock or clock_mod.SystemClock()
     async with daemon.build_client(settings, clock) as client:
         client.max_retries = min(client.max_retries, 1)
         token_lines = await asyncio.gather(
