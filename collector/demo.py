@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -121,7 +122,9 @@ class Display:
 
     def show(self, elapsed: float, text: str, *, force: bool = False) -> None:
         if self.tty:
-            self.out.write(f"\r{text}\x1b[K")
+            # a line longer than the terminal wraps, and \r then rewrites only its last part
+            width = shutil.get_terminal_size().columns - 1
+            self.out.write(f"\r{text[:width]}\x1b[K")
             self._shown = True
         elif force or elapsed - self._last >= self.every:
             self.out.write(text + "\n")
@@ -332,8 +335,10 @@ async def _run(directory: Path, kept: bool, duration: float, accounts: int, out:
     leave_running = False
     try:
         dsn = await asyncio.to_thread(pg.create_database, DATABASE)
+        # PostgreSQL refuses to run as root; say which user it runs as instead
+        user = f", running as user {pg.run_as}" if os.geteuid() == 0 else ""
         print(
-            f"PostgreSQL {embedded.MAJOR} ready in {time.monotonic() - began:.1f} s "
+            f"PostgreSQL {embedded.MAJOR} ready in {time.monotonic() - began:.1f} s{user} "
             f"(server log: {pg.log_file})",
             file=out,
         )

@@ -192,6 +192,11 @@ class EmbeddedPostgres:
 
     # ----------------------------------------------------------------- public API
 
+    @property
+    def run_as(self) -> str:
+        """The OS user the server runs as (resolved at the first start)."""
+        return self._resolve_identity().name
+
     def dsn(self, database: str = "postgres") -> str:
         """The DSN of ``database`` on this server (valid while it runs)."""
         if self.tcp:
