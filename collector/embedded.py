@@ -183,7 +183,6 @@ class EmbeddedPostgres:
         socket_fits = len(f"{self.socket_dir}/.s.PGSQL.{port or SOCKET_PORT}") <= _SOCKET_PATH_MAX
         #: listen on 127.0.0.1 (explicit port, or the socket path is too long for a socket)
         self.tcp = port is not None or not socket_fits
-        self.socket_only = not self.tcp
         self._fixed_port = port
         self.port = port or SOCKET_PORT
         self._identity: Identity | None = None
@@ -235,7 +234,9 @@ class EmbeddedPostgres:
             if self._adopt():
                 self.log.info("embedded_postgres_reused", pid=pid, port=self.port)
                 return self.dsn()
-            self.log.warning("embedded_postgres_restarting", pid=pid, reason="not answering")
+            self.log.warning(
+                "embedded_postgres_restarting", pid=pid, reason="not answering where asked"
+            )
             self._pg_ctl_stop()
         self._remove_stale_files()
         if self.tcp and self._fixed_port is None:
@@ -522,9 +523,9 @@ class EmbeddedPostgres:
         return "postgres" in result.stdout
 
     def _read_port(self) -> None:
-        """Take the port of the running server (a TCP port picked at its start)."""
+        """Take the port of the running server when it picked a free one at its start."""
         lines = self._pid_lines() or []
-        if self.tcp and len(lines) > 3 and lines[3].strip().isdigit():
+        if self.tcp and self._fixed_port is None and len(lines) > 3 and lines[3].isdigit():
             self.port = int(lines[3])
 
     def _adopt(self) -> bool:
@@ -533,9 +534,11 @@ class EmbeddedPostgres:
         listening_on_socket = len(lines) > 4 and lines[4].strip() == str(self.socket_dir)
         if not listening_on_socket:
             return False
-        self._read_port()
         if self.tcp != (len(lines) > 5 and lines[5].strip() == "127.0.0.1"):
             return False
+        if self._fixed_port is not None and (len(lines) < 4 or lines[3] != str(self._fixed_port)):
+            return False  # asked for another port than the one it listens on
+        self._read_port()
         try:
             self._psql("postgres", "select 1", timeout=5)
         except EmbeddedError:

@@ -184,6 +184,21 @@ async def test_tcp_port_when_asked(base: Path) -> None:
 
 
 @requires_embedded
+async def test_a_running_server_on_another_port_is_restarted(base: Path) -> None:
+    first = embedded.EmbeddedPostgres(base / "postgres", port=embedded.free_port(), fsync=False)
+    second = embedded.EmbeddedPostgres(base / "postgres", port=embedded.free_port(), fsync=False)
+    try:
+        await asyncio.to_thread(first.start)
+        pid = first.status().pid
+        dsn = await asyncio.to_thread(second.start)
+        assert f":{second.port}/" in dsn
+        assert await _query(dsn, "select 1") == 1
+        assert second.status().pid != pid
+    finally:
+        await asyncio.to_thread(second.stop)
+
+
+@requires_embedded
 async def test_running_creates_the_database_and_stops(base: Path) -> None:
     async with embedded.running(base, fsync=False) as dsn:
         assert dsn.startswith("postgresql://postgres@/collector?")
