@@ -33,6 +33,8 @@ class Plan:
     per_account_in_flight: int = 1
     check_tokens: bool = True
     demographics: bool = True
+    #: accounts collected at the same time (bounds memory; requests are bounded by the client)
+    accounts_at_once: int = 64
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +53,8 @@ class AccountResult:
     account_metric_rows: int = 0
     errors: int = 0
     seconds: float = 0.0
+    #: rows not written yet (one transaction per ~2,000 rows, not one per job)
+    pending: models.Batch = dataclasses.field(default_factory=models.Batch, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -83,10 +87,16 @@ class Collection:
         self, targets: Sequence[tuple[jobs.Target, dict[str, Sequence[str]] | None]]
     ) -> list[AccountResult]:
         """Collect every target once, concurrently; never raises for one account's failure."""
+        slots = asyncio.Semaphore(max(1, self.plan.accounts_at_once))
+
+        async def one(
+            target: jobs.Target, overrides: dict[str, Sequence[str]] | None
+        ) -> AccountResult:
+            async with slots:
+                return await self.collect_account(target, overrides)
+
         tasks = [
-            asyncio.create_task(
-                self.collect_account(target, overrides), name=f"account:{target.name}"
-            )
+            asyncio.create_task(one(target, overrides), name=f"account:{target.name}")
             for target, overrides in targets
         ]
         return list(await asyncio.gather(*tasks))
@@ -110,10 +120,11 @@ class Collection:
             await self._fail(target, result, models.AccountStatus.FAILING, exc)
         else:
             now = self.clock.now()
-            await self.store.record_success(target.ig_user_id, now)
-            await self.store.set_account_status(
-                target.ig_user_id, models.AccountStatus.OK, None, now
+            result.pending.successes.append(models.AccountSuccess(target.ig_user_id, now))
+            result.pending.statuses.append(
+                models.AccountStatusChange(target.ig_user_id, models.AccountStatus.OK, None, now)
             )
+            await self._flush(result)
         result.seconds = round(self.clock.monotonic() - started, 3)
         # Calls are counted process-wide; with concurrent accounts this is an approximation
         # that is exact when accounts run one at a time.
@@ -145,9 +156,11 @@ class Collection:
         result.status = status
         result.reason = exc.describe()[:500]
         result.errors += 1
-        record = jobs._error_record(target, "account", None, exc, now)
-        await self.store.write(models.Batch(errors=[record]))
-        await self.store.set_account_status(target.ig_user_id, status, result.reason, now)
+        result.pending.errors.append(jobs._error_record(target, "account", None, exc, now))
+        result.pending.statuses.append(
+            models.AccountStatusChange(target.ig_user_id, status, result.reason, now)
+        )
+        await self._flush(result)
         self.log.warning(
             "account_failed",
             account=target.name,
@@ -160,12 +173,18 @@ class Collection:
         )
 
     async def _write(self, batch: models.Batch, result: AccountResult) -> None:
-        if not len(batch):
-            return
-        await self.store.write(batch)
+        """Buffer a job's rows; write when the buffer is large."""
+        result.pending.extend(batch)
         result.metric_rows += len(batch.media_metrics)
         result.account_metric_rows += len(batch.account_metrics)
         result.errors += len(batch.errors)
+        if len(result.pending) >= FLUSH_ROWS:
+            await self._flush(result)
+
+    async def _flush(self, result: AccountResult) -> None:
+        batch, result.pending = result.pending, models.Batch()
+        if len(batch):
+            await self.store.write(batch)
 
     def _budget_left(self, target: jobs.Target) -> None:
         """Stop this account's pass at the usage pause mark, before Meta has to refuse."""
@@ -192,7 +211,9 @@ class Collection:
         await self._write(batch, result)
 
         self._budget_left(target)
-        listing = await jobs.story_discovery(ctx, target)
+        listing = await jobs.story_discovery(
+            ctx, target, insights=ctx.catalog.media_metrics(models.ObjectKind.STORY)
+        )
         result.stories_seen = len(listing.batch.media)
         await self._write(listing.batch, result)
 
@@ -209,9 +230,23 @@ class Collection:
         await self._write(batch, result)
 
         self._budget_left(target)
+        await self._flush(result)  # the reads below see what this pass discovered
         media = await self.store.media_for_insights(uid, posted_after=now - self.plan.media_max_age)
         stories = await self.store.live_stories(uid, now=self.clock.now())
-        await self._poll_media(ctx, target, [*stories, *media], result)
+        final_start = self.clock.now() + ctx.story_final_lead
+        # stories the listing already snapshotted need a call of their own only for a final
+        # snapshot (it carries the navigation breakdown)
+        stories = [
+            s
+            for s in stories
+            if s.media_id not in listing.polled
+            or (s.expires_at is not None and s.expires_at <= final_start)
+        ]
+        await self._poll_media(ctx, target, stories, result)
+        self._budget_left(target)
+        batch = await jobs.media_insights_many(ctx, target, media)
+        result.media_polled += len(batch.media_polls)
+        await self._write(batch, result)
 
     async def _token_check(self, ctx: jobs.Context, target: jobs.Target) -> None:
         info = await jobs.token_check(ctx, target)

@@ -167,6 +167,7 @@ async def run_once(
             repoll_days=sched.account_insights_repoll_days,
             media_max_age=sched.media_insights_max_age,
             per_account_in_flight=settings.limits.per_account_in_flight,
+            accounts_at_once=max(16, 2 * settings.limits.max_in_flight),
         )
         async with build_client(settings, clock) as client:
             coll = collection.Collection(
@@ -190,6 +191,8 @@ async def run_once(
                 accounts=len(results),
                 failed=sum(not r.ok for r in results),
                 api_calls=sum(client.calls.values()),
+                round_trips=client.round_trips,
+                peak_in_flight=client.peak_in_flight,
                 retries=client.retries,
             )
     finally:

@@ -15,6 +15,7 @@ import json
 import random
 import re
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,21 @@ class Response:
     body: Any
     usage: ratelimit.Usage
     status: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchOp:
+    """One GET inside a batch request."""
+
+    path: str
+    params: Mapping[str, ParamValue]
+    metrics: Sequence[str] = ()
+
+
+#: one batch answer: the decoded body, or the error that operation got
+BatchResult = Any | errors.GraphError
+
+MAX_BATCH = 50
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,6 +134,8 @@ class GraphClient:
         #: calls by (endpoint, outcome) since start
         self.calls: Counter[tuple[str, str]] = Counter()
         self.retries = 0
+        #: HTTP requests sent (a batch is one, though each of its operations is a call)
+        self.round_trips = 0
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -222,6 +240,7 @@ class GraphClient:
         endpoint = endpoint_of(path)
         started = time.monotonic()
         self.in_flight += 1
+        self.round_trips += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         outcome = "ok"
         try:
@@ -305,6 +324,63 @@ class GraphClient:
             if max_pages is not None and seen >= max_pages:
                 return
             query["after"] = after
+
+    async def batch(
+        self, ops: Sequence[BatchOp], *, token: str, account: str | None
+    ) -> list[BatchResult]:
+        """Up to 50 GETs in one round trip (``POST /{version}/`` with ``batch=[…]``).
+
+        Each operation answers on its own: a body, or a typed error (a ``null`` slot, which
+        Meta sends when the batch ran out of time, is a ``TransientError``). Each operation
+        still counts against the rate limits.
+        """
+        if len(ops) > MAX_BATCH:
+            raise ValueError(f"a batch holds at most {MAX_BATCH} operations, got {len(ops)}")
+        encoded = []
+        for op in ops:
+            qs = "&".join(
+                f"{k}={urllib.parse.quote(_encode(v), safe=',()')}" for k, v in op.params.items()
+            )
+            encoded.append({"method": "GET", "relative_url": f"{op.path}?{qs}"})
+        form = {
+            "access_token": token,
+            "include_headers": "false",
+            "batch": json.dumps(encoded, separators=(",", ":")),
+        }
+        query: dict[str, str] = {}
+        if self._app_secret:
+            query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
+        resp = await self._with_retries("POST", "", query, form, {}, account=account, metrics=None)
+        if not isinstance(resp.body, list) or len(resp.body) != len(ops):
+            raise errors.MalformedResponse("POST batch: the answer is not one element per op")
+        results: list[BatchResult] = []
+        for op, element in zip(ops, resp.body, strict=True):
+            results.append(self._batch_element(op, element, account))
+        return results
+
+    def _batch_element(self, op: BatchOp, element: Any, account: str | None) -> BatchResult:
+        endpoint = endpoint_of(op.path)
+        if not isinstance(element, dict):
+            self.calls[(endpoint, "batch_null")] += 1
+            return errors.TransientError(f"GET {endpoint}: no answer inside the batch")
+        code = element.get("code")
+        status = code if isinstance(code, int) else 500
+        try:
+            body = json.loads(element.get("body") or "null")
+        except (TypeError, ValueError):
+            self.calls[(endpoint, "malformed")] += 1
+            return errors.MalformedResponse(f"GET {endpoint}: a batch body that is not JSON")
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            failure = errors.classify(status, error, requested_metrics=list(op.metrics))
+            self.calls[(endpoint, type(failure).__name__)] += 1
+            self.limiter.observe_error(account, failure, self.clock.now())
+            return failure
+        if status >= 400:
+            self.calls[(endpoint, "http_error")] += 1
+            return errors.TransientError(f"GET {endpoint}: HTTP {status} inside the batch")
+        self.calls[(endpoint, "ok")] += 1
+        return body
 
     async def debug_token(self, token: str) -> TokenInfo:
         """Inspect ``token`` with itself as the access token (no app token needed)."""
