@@ -241,12 +241,15 @@ async def summary(conn: Any, sim: server.Simulator, out: TextIO) -> int:
                     f" (reach {story['reach'] if story['reach'] is not None else '-'},"
                     f" views {story['views'] if story['views'] is not None else '-'})"
                 )
+            elif story["expires_at"] > now:
+                status = story["insights_status"]
+                state = "not due yet (final snapshot comes shortly before expiry)" + (
+                    f"; last poll: {status}" if status not in (None, "ok") else ""
+                )
             elif story["insights_status"] not in (None, "ok"):
                 state = f"no final snapshot: {story['insights_status']}"
-            elif story["expires_at"] <= now:
-                state = "expired without a final snapshot (missed)"
             else:
-                state = "not due yet (final snapshot comes shortly before expiry)"
+                state = "expired without a final snapshot (missed)"
             print(
                 f"    story {story['media_id']} expires {_fmt_time(story['expires_at'])}: {state}",
                 file=out,
