@@ -195,6 +195,7 @@ class GraphClient:
         *,
         account: str | None,
         metrics: Sequence[str] | None,
+        calls: int = 1,
     ) -> Response:
         attempt = 0
         while True:
@@ -210,7 +211,14 @@ class GraphClient:
             try:
                 async with self._slots:
                     return await self._request(
-                        method, path, query, form, headers, account=account, metrics=metrics
+                        method,
+                        path,
+                        query,
+                        form,
+                        headers,
+                        account=account,
+                        metrics=metrics,
+                        calls=calls,
                     )
             except errors.TransientError:
                 if attempt >= self.max_retries:
@@ -234,6 +242,7 @@ class GraphClient:
         *,
         account: str | None,
         metrics: Sequence[str] | None,
+        calls: int = 1,
     ) -> Response:
         session = self._open()
         url = f"{self.base_url}/{self.api_version}/{path.lstrip('/')}"
@@ -257,7 +266,7 @@ class GraphClient:
                 raise errors.Unreachable(
                     f"{method} {endpoint}: {type(exc).__name__}" + _timeout_hint(exc)
                 ) from None
-            self.limiter.observe(account, usage, self.clock.now())
+            self.limiter.observe(account, usage, self.clock.now(), calls=calls)
             try:
                 body = json.loads(raw)
             except ValueError:
@@ -344,7 +353,8 @@ class GraphClient:
             encoded.append({"method": "GET", "relative_url": f"{op.path}?{qs}"})
         form = {
             "access_token": token,
-            "include_headers": "false",
+            # each operation's own usage headers: the outer answer may carry none
+            "include_headers": "true",
             "batch": json.dumps(encoded, separators=(",", ":")),
         }
         query: dict[str, str] = {}
@@ -354,8 +364,14 @@ class GraphClient:
         if not isinstance(resp.body, list) or len(resp.body) != len(ops):
             raise errors.MalformedResponse("POST batch: the answer is not one element per op")
         results: list[BatchResult] = []
+        latest: ratelimit.Usage | None = None
         for op, element in zip(ops, resp.body, strict=True):
             results.append(self._batch_element(op, element, account))
+            usage = _element_usage(element)
+            if usage is not None:
+                latest = usage
+        if latest is not None:
+            self.limiter.observe(account, latest, self.clock.now(), calls=len(ops))
         return results
 
     def _batch_element(self, op: BatchOp, element: Any, account: str | None) -> BatchResult:
@@ -413,6 +429,22 @@ class GraphClient:
             else (),
             error=_str_or_none(err.get("message")) if isinstance(err, dict) else None,
         )
+
+
+def _element_usage(element: Any) -> ratelimit.Usage | None:
+    """The usage headers of one batch operation, when it carried any."""
+    headers = element.get("headers") if isinstance(element, dict) else None
+    if not isinstance(headers, list):
+        return None
+    found = {
+        h["name"]: h["value"]
+        for h in headers
+        if isinstance(h, dict)
+        and isinstance(h.get("name"), str)
+        and isinstance(h.get("value"), str)
+    }
+    usage = ratelimit.parse_usage(found)
+    return usage if usage.account_percent is not None else None
 
 
 def _timeout_hint(exc: BaseException) -> str:

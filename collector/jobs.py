@@ -407,6 +407,8 @@ async def media_insights(ctx: Context, target: Target, media: models.Media) -> m
 
 #: rounds of a batched poll: a round retries what the previous one could not finish
 _BATCH_ROUNDS = 4
+#: operations in a batch while an account's cost per call is not known yet
+PROBE_BATCH = 10
 
 
 async def media_insights_many(
@@ -439,9 +441,16 @@ async def media_insights_many(
             break
         retry: dict[str, models.Media] = {}
         ids = list(pending)
-        for start in range(0, len(ids), graph.MAX_BATCH):
+        while ids:
             checkpoint(ctx, target, batch)
-            chunk = [pending[i] for i in ids[start : start + graph.MAX_BATCH]]
+            # no more operations in one request than the budget has room for: feed media are
+            # the least urgent work, so they stop at the high-water mark
+            room = ctx.client.limiter.headroom(target.ig_user_id)
+            if room == 0 and ctx.yield_at_pause:
+                raise errors.BudgetPause("usage at the high-water mark", batch=batch)
+            size = PROBE_BATCH if room is None else max(1, min(graph.MAX_BATCH, room))
+            chunk = [pending[i] for i in ids[:size]]
+            ids = ids[size:]
             asked = {m.media_id: list(ctx.catalog.media_metrics(m.kind)) for m in chunk}
             ops = [
                 graph.BatchOp(

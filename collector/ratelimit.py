@@ -122,6 +122,8 @@ def parse_usage(headers: Mapping[str, str]) -> Usage:
 @dataclasses.dataclass(slots=True)
 class AccountState:
     percent: float | None = None
+    #: how many percentage points one call costs, learned from successive headers
+    percent_per_call: float | None = None
     paused_until: datetime | None = None
     reason: str | None = None
     throttle_events: int = 0
@@ -160,8 +162,9 @@ class Limiter:
             state = self.accounts[account] = AccountState()
         return state
 
-    def observe(self, account: str | None, usage: Usage, now: datetime) -> None:
-        """Take in the usage headers of one response made for ``account``."""
+    def observe(self, account: str | None, usage: Usage, now: datetime, *, calls: int = 1) -> None:
+        """Take in the usage headers of one response made for ``account`` (``calls``: how many
+        metered calls it carried, e.g. the operations of a batch)."""
         if usage.app_percent is not None:
             self.app_percent = usage.app_percent
             if usage.app_percent >= self.pause_at:
@@ -174,6 +177,11 @@ class Limiter:
         if percent is None:
             return
         state = self._state(account)
+        if state.percent is not None and percent > state.percent and calls > 0:
+            cost = (percent - state.percent) / calls
+            previous = state.percent_per_call
+            # a moving estimate: the window also slides, so single readings are noisy
+            state.percent_per_call = cost if previous is None else 0.7 * previous + 0.3 * cost
         state.percent = percent
         regain = usage.regain_seconds
         if regain > 0:
@@ -221,6 +229,17 @@ class Limiter:
             ):
                 until = state.paused_until
         return until
+
+    def headroom(self, account: str) -> int | None:
+        """Calls ``account`` can still make before its high-water mark, if that is known yet."""
+        state = self.accounts.get(account)
+        if state is None or state.percent is None:
+            return None
+        if state.percent >= self.high_water:
+            return 0
+        if not state.percent_per_call:
+            return None
+        return int((self.high_water - state.percent) / state.percent_per_call)
 
     def level(self, account: str) -> str:
         """``"ok"``, ``"high"`` (above high water) or ``"pause"`` (above the pause mark)."""

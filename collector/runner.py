@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from collector import clock as clock_mod
-from collector import errors, jobs, metrics_catalog, models, scheduler
+from collector import errors, graph, jobs, metrics_catalog, models, scheduler
 from collector import store as store_mod
 
 Kind = scheduler.JobKind
@@ -77,6 +77,7 @@ class AccountState:
     last_metric_end: datetime | None = None
     #: no nested story insights before this (the last expansion was refused)
     expand_after: datetime | None = None
+
     parked_reason: str | None = None
     parked_until: datetime | None = None
     token_warned_on: str | None = None
@@ -297,8 +298,13 @@ class Runner:
                 break
             lateness = (now - next_job.due_at).total_seconds()
             self.stats.max_lateness = max(self.stats.max_lateness, lateness)
+            companions: list[scheduler.Job] = []
+            if next_job.kind is Kind.MEDIA_INSIGHTS:
+                companions = self.scheduler.take_companions(
+                    next_job.account, Kind.MEDIA_INSIGHTS, now, self._batch_room(next_job.account)
+                )
             task = asyncio.create_task(
-                self._execute(next_job), name=f"{next_job.kind}:{next_job.account}"
+                self._execute(next_job, companions), name=f"{next_job.kind}:{next_job.account}"
             )
             self._running[task] = next_job
             started += 1
@@ -403,26 +409,36 @@ class Runner:
         # re-examined after the floor: usage decays, and the next response tells
         self.scheduler.restrict(uid, ceiling, self.clock.now() + limiter.floor)
 
-    async def _execute(self, job: scheduler.Job) -> None:
+    def _batch_room(self, uid: str) -> int:
+        """How many more media polls may ride along in one batch: as many as the account's
+        budget allows before its high-water mark (a few while that is not known yet)."""
+        headroom: int | None = self.client.limiter.headroom(uid)
+        if headroom is None:
+            return jobs.PROBE_BATCH - 1
+        return max(0, min(graph.MAX_BATCH, headroom) - 1)
+
+    async def _execute(self, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()) -> None:
         state = self.accounts.get(job.account)
         if state is None or state.parked_reason is not None:
             return
         lateness = max(0.0, (self.clock.now() - job.due_at).total_seconds())
         outcome = "error"
         try:
-            outcome = await self._execute_guarded(state, job)
+            outcome = await self._execute_guarded(state, job, companions)
         finally:
             self._pace(job.account)
             self.last_job_at = self.clock.now()
             if self.telemetry is not None:
                 self.telemetry.job_done(str(job.kind), outcome, lateness)
 
-    async def _execute_guarded(self, state: AccountState, job: scheduler.Job) -> str:
+    async def _execute_guarded(
+        self, state: AccountState, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()
+    ) -> str:
         """Run one job; returns its outcome for telemetry."""
         log = self.log.bind(account=state.target.name, job=str(job.kind), object_id=job.object_id)
         started = self.clock.monotonic()
         try:
-            await self._dispatch(state, job)
+            await self._dispatch(state, job, companions)
         except errors.BudgetPause as exc:
             # Usage reached the pause mark mid-job: keep what it got, run the rest later.
             if isinstance(exc.batch, models.Batch):
@@ -511,7 +527,9 @@ class Runner:
             self.telemetry.story_final(False)
         self.log.warning("story_final_missed", ig_user_id=uid, media_id=story_id, reason=why)
 
-    async def _dispatch(self, state: AccountState, job: scheduler.Job) -> None:
+    async def _dispatch(
+        self, state: AccountState, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()
+    ) -> None:
         ctx = state.context
         target = state.target
         uid = target.ig_user_id
@@ -563,7 +581,22 @@ class Runner:
             if ends and (state.last_metric_end is None or max(ends) > state.last_metric_end):
                 state.last_metric_end = max(ends)
             again(c.demographics if demographics else c.account_insights)
-        elif kind is Kind.MEDIA_INSIGHTS or kind is Kind.STORY_INSIGHTS:
+        elif kind is Kind.MEDIA_INSIGHTS:
+            try:
+                await self._media_batch(state, [job, *companions])
+            except BaseException as exc:
+                # the caller puts the main job back; its companions go back here, as late
+                # as the main job's retry unless a pause (which holds them anyway) stopped it
+                paused = isinstance(exc, errors.AccountThrottled | errors.AppThrottled)
+                retry_at = self.clock.now() + FAILED_RETRY
+                for companion in companions:
+                    self.scheduler.add(
+                        companion
+                        if paused
+                        else dataclasses.replace(companion, due_at=max(companion.due_at, retry_at))
+                    )
+                raise
+        elif kind is Kind.STORY_INSIGHTS:
             await self._media_job(state, job)
 
     @staticmethod
@@ -625,6 +658,53 @@ class Runner:
             if queued is not None and not queued.final and queued.due_at <= horizon:
                 return True
         return False
+
+    async def _media_batch(self, state: AccountState, batch_jobs: list[scheduler.Job]) -> None:
+        """Feed media polls due together for one account: 50 to a round trip."""
+        uid = state.target.ig_user_id
+        now = self.clock.now()
+        items: list[models.Media] = []
+        by_id: dict[str, scheduler.Job] = {}
+        for queued in batch_jobs:
+            entry = state.media.get(queued.object_id or "")
+            if entry is None or entry.gone:
+                continue
+            by_id[queued.object_id or ""] = queued
+            items.append(
+                models.Media(
+                    media_id=models.MediaId(queued.object_id or ""),
+                    ig_user_id=models.IgUserId(uid),
+                    media_type=entry.media_type,
+                    media_product_type=entry.product_type,
+                    posted_at=entry.posted_at,
+                    permalink=None,
+                    caption=None,
+                    expires_at=None,
+                    seen_at=now,
+                )
+            )
+        if not items:
+            return
+        batch = await jobs.media_insights_many(state.context, state.target, items)
+        await self._write(batch)
+        now = self.clock.now()
+        polls = {p.media_id: p for p in batch.media_polls}
+        for media_id, queued in by_id.items():
+            entry = state.media[media_id]
+            poll = polls.get(models.MediaId(media_id))
+            if poll is None:
+                # no answer through every retry round: recorded as an error, tried again later
+                self.scheduler.add(dataclasses.replace(queued, due_at=now + FAILED_RETRY))
+                continue
+            entry.last_polled = now
+            if poll.status in (
+                models.InsightsStatus.GONE,
+                models.InsightsStatus.BEFORE_CONVERSION,
+                models.InsightsStatus.UNAVAILABLE,
+            ):
+                entry.gone = True
+                continue
+            self._schedule_media(uid, media_id, entry, now)
 
     async def _media_job(self, state: AccountState, job: scheduler.Job) -> None:
         media_id = job.object_id or ""

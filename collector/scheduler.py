@@ -305,6 +305,23 @@ class Scheduler:
             for account in deferred:
                 self._push_idle(account)
 
+    def take_companions(self, account: str, kind: JobKind, now: datetime, limit: int) -> list[Job]:
+        """Up to ``limit`` more due jobs of ``kind`` for ``account``, to run in one request
+        together with one just taken (the batch endpoint answers 50 operations at once)."""
+        self._promote(now)
+        state = self._accounts.get(account)
+        if state is None or limit <= 0:
+            return []
+        found: list[Job] = []
+        for _, _, _, queued_job in sorted(state.ready):
+            if len(found) >= limit:
+                break
+            if queued_job.kind is kind and self._live(queued_job) and queued_job.due_at <= now:
+                found.append(queued_job)
+                # the heap entry turns stale; _best skips it
+                del self._queued[queued_job.key]
+        return found
+
     def done(self, finished: Job) -> None:
         """``finished`` stopped running (whatever the outcome); its account may take more."""
         state = self._accounts.get(finished.account)

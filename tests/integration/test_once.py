@@ -231,11 +231,13 @@ async def test_account_throttle_stops_calls_to_that_account(
     for acct in sim.world.accounts:
         calls = [r for r in sim.stats.requests if r.account == acct.ig_user_id]
         refused = [i for i, r in enumerate(calls) if r.error and "80002" in r.error]
-        assert refused
-        # the first 80002 ends the round trips to that account: what comes after it is only
-        # the rest of the batch request that carried it
-        after = calls[refused[0] + 1 :]
-        assert all(r.in_batch for r in after), [(r.kind, r.error) for r in after]
+        # the pass stops at the usage headers' high-water mark, before Meta has to refuse;
+        # if it does refuse, that ends the round trips to that account (what comes after it
+        # is only the rest of the batch request that carried it)
+        if refused:
+            after = calls[refused[0] + 1 :]
+            assert all(r.in_batch for r in after), [(r.kind, r.error) for r in after]
+        assert len(calls) < 25 + len(refused)
     conn = await asyncpg.connect(db_dsn)
     try:
         statuses = {r["status"] for r in await conn.fetch("select status from account")}

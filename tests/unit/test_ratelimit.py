@@ -92,3 +92,22 @@ def test_high_water_stretches_pacing() -> None:
     # a soft level: the scheduler decides; only a regain estimate or 80002 refuses calls
     assert limiter.level("1") == "pause"
     assert limiter.blocked_until("1", fake.now()) is None
+
+
+def test_headroom_is_learned_from_successive_headers() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(high_water=80, pause_at=95)
+
+    def see(percent: float, calls: int = 1) -> None:
+        header = json.dumps({"1": [{"type": "instagram", "call_count": percent}]})
+        limiter.observe(
+            "1", ratelimit.parse_usage({ratelimit.BUC_HEADER: header}), fake.now(), calls=calls
+        )
+
+    assert limiter.headroom("1") is None  # nothing known yet
+    see(10)
+    assert limiter.headroom("1") is None  # one reading gives no cost per call
+    see(20, calls=5)  # a batch of 5 cost 10 points: 2 per call
+    assert limiter.headroom("1") == 30
+    see(80)
+    assert limiter.headroom("1") == 0
