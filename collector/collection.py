@@ -74,13 +74,13 @@ class Collection:
     log: Any = dataclasses.field(default_factory=structlog.get_logger)
 
     def context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
-        catalog = self.catalog.with_overrides(overrides) if overrides else self.catalog
-        return jobs.Context(
+        return jobs.context_for(
             client=self.client,
-            catalog=catalog,
+            catalog=self.catalog,
             clock=self.clock,
             log=self.log,
-            **self.context_defaults,
+            overrides=overrides,
+            defaults=self.context_defaults,
         )
 
     async def run_once(

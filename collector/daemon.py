@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
@@ -176,12 +176,7 @@ async def run_once(
                 catalog=catalog,
                 clock=clock,
                 plan=plan,
-                context_defaults={
-                    "page_size": settings.graph.page_size,
-                    "story_lifetime": sched.story_lifetime,
-                    "story_final_lead": sched.story_final_lead,
-                    "demographics_timeframe": sched.demographics_timeframe,
-                },
+                context_defaults=context_defaults(settings),
                 log=log,
             )
             log.info("pass_started", accounts=len(targets))
@@ -217,6 +212,16 @@ async def migrate(settings: config.Settings) -> list[str]:
     finally:
         await conn.close()
     return [m.name for m in applied]
+
+
+def context_defaults(settings: config.Settings) -> dict[str, Any]:
+    """The job-context knobs the settings set (see ``jobs.Context``)."""
+    return {
+        "page_size": settings.graph.page_size,
+        "story_lifetime": settings.schedule.story_lifetime,
+        "story_final_lead": settings.schedule.story_final_lead,
+        "demographics_timeframe": settings.schedule.demographics_timeframe,
+    }
 
 
 def cadence_of(settings: config.Settings) -> runner.Cadence:
@@ -259,12 +264,7 @@ def build_runner(
         cadence=cadence_of(settings),
         max_in_flight=settings.limits.max_in_flight,
         per_account=settings.limits.per_account_in_flight,
-        context_defaults={
-            "page_size": settings.graph.page_size,
-            "story_lifetime": settings.schedule.story_lifetime,
-            "story_final_lead": settings.schedule.story_final_lead,
-            "demographics_timeframe": settings.schedule.demographics_timeframe,
-        },
+        context_defaults=context_defaults(settings),
         log=structlog.get_logger(),
     )
 

@@ -9,7 +9,7 @@ rejected metric) are handled here and recorded in the batch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,25 @@ class Context:
     #: stop a multi-call job at the usage pause mark (off for final story snapshots)
     yield_at_pause: bool = True
     log: Any = dataclasses.field(default_factory=structlog.get_logger)
+
+
+def context_for(
+    *,
+    client: graph.GraphClient,
+    catalog: metrics_catalog.Catalog,
+    clock: clock_mod.Clock,
+    log: Any,
+    overrides: Mapping[str, Sequence[str]] | None,
+    defaults: Mapping[str, Any],
+) -> Context:
+    """The context of one account's jobs: its metric-set overrides over the shared catalog."""
+    return Context(
+        client=client,
+        catalog=catalog.with_overrides(overrides) if overrides else catalog,
+        clock=clock,
+        log=log,
+        **defaults,
+    )
 
 
 def checkpoint(ctx: Context, target: Target, batch: models.Batch | None = None) -> None:

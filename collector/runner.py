@@ -140,13 +140,13 @@ class Runner:
     # ------------------------------------------------------------------ accounts
 
     def _context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
-        catalog = self.catalog.with_overrides(overrides) if overrides else self.catalog
-        return jobs.Context(
+        return jobs.context_for(
             client=self.client,
-            catalog=catalog,
+            catalog=self.catalog,
             clock=self.clock,
             log=self.log,
-            **self._context_defaults,
+            overrides=overrides,
+            defaults=self._context_defaults,
         )
 
     async def set_accounts(

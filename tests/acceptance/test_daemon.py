@@ -7,9 +7,7 @@ while the daemon runs, is killed with SIGKILL, and restarts.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,12 +20,12 @@ from collector import clock
 from collector.simulator import server, world
 
 from ..integration.conftest import write_config
+from . import proc as proc_mod
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(300)]
 
 LIFETIME = timedelta(seconds=60)
 LEAD = timedelta(seconds=15)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _wait_for(
@@ -42,35 +40,10 @@ async def _wait_for(
 
 
 async def _start(config: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collector",
-        "run",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    return await proc_mod.spawn("run", "--config", str(config))
 
 
-class Output:
-    """Collects a subprocess's output lines while it runs."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.lines: list[str] = []
-        self.task = asyncio.create_task(self._read(proc))
-
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            self.lines.append(raw.decode(errors="replace"))
-
-    def text(self) -> str:
-        return "".join(self.lines)
+Output = proc_mod.Output
 
 
 async def test_daemon_finalises_every_story_across_a_sigkill(tmp_path: Path, db_dsn: str) -> None:

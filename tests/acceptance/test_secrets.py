@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -16,25 +14,15 @@ from collector import clock
 from collector.simulator import server, world
 
 from ..integration.conftest import write_config
+from . import proc as proc_mod
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Pw-do-not-log-8c41f2"
 APP_SECRET = "app-secret-do-not-log-77e1"
 
 
 async def _collector(*args: str, stop_after: float | None = None) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collector",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await proc_mod.spawn(*args)
     if stop_after is not None:
         # the daemon: let it collect for a moment, then stop it the way systemd does
         await asyncio.sleep(stop_after)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,9 +18,9 @@ from collector import clock
 from collector.simulator import server, world
 
 from ..integration.conftest import write_config
+from . import proc as proc_mod
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class NotifySocket:
@@ -75,27 +73,15 @@ async def test_notify_watchdog_reload_and_stop(tmp_path: Path, db_dsn: str) -> N
             "schedule": {"account_insights_backfill_days": 1},
         }
         write_config(config, sim, db_dsn, accounts=[first, second], sections=sections)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-        env |= {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "collector",
+        proc = await proc_mod.spawn(
             "run",
             "--config",
             str(config),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
         )
-
-        async def read() -> None:
-            assert proc.stdout is not None
-            async for raw in proc.stdout:
-                lines.append(raw.decode(errors="replace"))
-
-        reader = asyncio.create_task(read())
+        output = proc_mod.Output(proc)
+        lines = output.lines
+        reader = output.task
         conn = await asyncpg.connect(db_dsn)
         try:
             await _until(lambda: notify.seen("READY=1") >= 1, 30)
@@ -177,26 +163,10 @@ async def test_second_signal_exits_at_once_and_keeps_buffered_rows(
                 "schedule": {"account_insights_backfill_days": 1},
             },
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "collector",
-            "run",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-
-        async def read() -> None:
-            assert proc.stdout is not None
-            async for raw in proc.stdout:
-                lines.append(raw.decode(errors="replace"))
-
-        reader = asyncio.create_task(read())
+        proc = await proc_mod.spawn("run", "--config", str(config))
+        output = proc_mod.Output(proc)
+        lines = output.lines
+        reader = output.task
         try:
             await _until(lambda: any('"daemon_started"' in x for x in lines), 30)
             await asyncio.sleep(4)  # a few slow jobs done, others in flight
