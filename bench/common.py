@@ -147,14 +147,16 @@ class Measured:
         return self.user + self.system
 
 
-def run_measured(cmd: list[str], *, env: dict[str, str] | None = None) -> Measured:
+def run_measured(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Measured:
     """Run ``cmd`` and read its rusage with ``wait4`` (this child only, not its siblings)."""
     with (
         tempfile.TemporaryFile("w+") as out,
         tempfile.TemporaryFile("w+") as err,
     ):
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd or ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)

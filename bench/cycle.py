@@ -8,10 +8,12 @@ For each size (accounts x media x stories) and latency: the simulator in its own
 migrated with ``python -m collector migrate``, then ``python -m collector run --once`` as a
 separate process, ``--passes`` times (pass 1 discovers everything; pass 2 is the steady
 state: media discovery stops at known media, account insights re-poll 3 days). Measured per
-pass: wall time, API calls (simulator side, by endpoint kind; cross-checked with the
-collector's ``pass_done`` line), peak requests in flight inside the simulator, the collector
-process's CPU seconds and peak RSS (``wait4``). The lower bound is ``calls x latency /
-max_in_flight``.
+pass: wall time, API calls (what Meta meters: a batch counts once plus once per operation)
+and HTTP round trips (what latency costs: a batch is one), both on the simulator side by
+endpoint kind and cross-checked with the collector's ``pass_done`` line (``api_calls``,
+``round_trips``, ``peak_in_flight``), peak requests in flight inside the simulator, the
+collector process's CPU seconds and peak RSS (``wait4``). The lower bound is ``round trips x
+latency / max_in_flight``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "total_requests": after["total_requests"] - before["total_requests"],
+        "round_trips": after["round_trips"] - before["round_trips"],
+        "batch_ops": after["batch_ops"] - before["batch_ops"],
+        "batch_ops_by_kind": sub("batch_ops_by_kind"),
         "calls_by_kind": sub("calls_by_kind"),
         "insights_calls_by_object": sub("insights_calls_by_object"),
         "errors_by_class": sub("errors_by_class"),
@@ -109,9 +114,12 @@ def run_case(
                 done = common.log_events(run.stdout, "pass_done")
                 failed = common.log_events(run.stdout, "account_failed")
                 calls = counts["total_requests"]
-                bound = calls * latency_ms / 1000 / max_in_flight
-                # One request per account at a time: an account's calls are a serial chain.
-                chain = calls / accounts * latency_ms / 1000 / per_account
+                trips = counts["round_trips"]
+                # Latency is paid per HTTP round trip, not per metered call (a batch of 50
+                # operations is one round trip).
+                bound = trips * latency_ms / 1000 / max_in_flight
+                # One request per account at a time: an account's round trips are a serial chain.
+                chain = trips / accounts * latency_ms / 1000 / per_account
                 result = {
                     "size": f"{accounts}x{media}x{stories}",
                     "accounts": accounts,
@@ -124,7 +132,10 @@ def run_case(
                     "bound": bound,
                     "chain": chain,
                     "calls": calls,
+                    "trips": trips,
                     "collector_calls": done[0]["api_calls"] if done else None,
+                    "collector_trips": done[0].get("round_trips") if done else None,
+                    "collector_peak": done[0].get("peak_in_flight") if done else None,
                     "retries": done[0]["retries"] if done else None,
                     "failed_accounts": len(failed),
                     "cpu": run.cpu,
@@ -150,28 +161,41 @@ def summary_line(r: dict[str, Any], max_in_flight: int) -> str:
         f"{r['size']:>11} {r['latency_ms']:>4g} ms pass {r['pass']}: "
         f"{r['wall']:7.1f} s wall ({ratio}, bound {r['bound']:.1f} s, "
         f"per-account chain {r['chain']:.1f} s), "
-        f"{r['calls']} calls (collector says {r['collector_calls']}, retries {r['retries']}), "
-        f"peak {r['peak_in_flight']}/{max_in_flight} in flight, "
+        f"{r['calls']} API calls (collector says {r['collector_calls']}, "
+        f"retries {r['retries']}), {r['trips']} round trips (collector says "
+        f"{r['collector_trips']}), peak {r['peak_in_flight']}/{max_in_flight} in flight "
+        f"(simulator; collector says {r['collector_peak']}), "
         f"CPU {r['cpu']:.1f} s = {1000 * r['cpu'] / max(r['calls'], 1):.2f} ms/call, "
+        f"{1000 * r['cpu'] / max(r['trips'], 1):.2f} ms/round trip, "
         f"RSS {r['maxrss_mb']:.0f} MB, rc {r['rc']}, failed accounts {r['failed_accounts']}"
     )
 
 
 def per_unit(r: dict[str, Any]) -> str:
-    """Calls per media and per story for the pass, by endpoint kind."""
+    """API calls and round trips per media and per story for the pass, by endpoint kind."""
     kinds = r["calls_by_kind"]
     objs = r["insights_calls_by_object"]
     media_total = r["accounts"] * r["media"]
     story_total = r["accounts"] * r["stories"]
     parts = [f"{k}={v}" for k, v in sorted(kinds.items())]
+    batched = [f"{k}={v}" for k, v in sorted(r["batch_ops_by_kind"].items())]
     media_calls = objs.get("media", 0)
+    # Round trips that carried post insights: the batches (they hold only media-insights
+    # operations in this world) plus post-insights calls made on their own.
+    media_trips = kinds.get("batch", 0) + media_calls - objs.get("media_in_batch", 0)
     story_calls = objs.get("story", 0)
+    listings = kinds.get("ig_stories", 0)
     return (
         f"{r['size']} {r['latency_ms']:g} ms pass {r['pass']}: "
-        f"{media_calls / max(media_total, 1):.2f} insights calls per media, "
-        f"{story_calls / max(story_total, 1):.2f} per story "
-        f"({story_calls / r['accounts']:.2f} story-insights calls per account; target <= 1); "
-        f"{r['calls'] / r['accounts']:.1f} calls per account; by kind: {', '.join(parts)}"
+        f"post insights {media_calls / max(media_total, 1):.2f} API calls and "
+        f"{media_trips / max(media_total, 1):.3f} round trips per media; "
+        f"per-story insights calls {story_calls / max(story_total, 1):.2f} per story, "
+        f"{story_calls / r['accounts']:.2f} per account, plus "
+        f"{listings / r['accounts']:.2f} /stories listings per account (which carry the "
+        f"insights; target <= 1 call per account); "
+        f"{r['calls'] / r['accounts']:.1f} API calls and {r['trips'] / r['accounts']:.1f} round "
+        f"trips per account; API calls by kind: {', '.join(parts)}; in batches: "
+        f"{', '.join(batched) or 'none'}"
     )
 
 

@@ -136,7 +136,8 @@ def run_tap(
         )
     )
     base = [str(python), str(RUNNER), "tap", sim.base_url, "--", "--config", str(cfg)]
-    disc = common.run_measured([*base, "--discover"])
+    # tap-instagram writes tap.log into its working directory: keep it in the temporary one.
+    disc = common.run_measured([*base, "--discover"], cwd=tmp)
     try:
         catalog = json.loads(disc.stdout)
     except ValueError:
@@ -151,7 +152,7 @@ def run_tap(
     path = tmp / "tap-catalog.json"
     path.write_text(json.dumps(catalog))
     env = {**os.environ, "BENCH_TAP_API_VERSION": version}
-    run = common.run_measured([*base, "--catalog", str(path)], env=env)
+    run = common.run_measured([*base, "--catalog", str(path)], env=env, cwd=tmp)
     return {"run": run, **singer_counts(run.stdout)}
 
 
@@ -287,6 +288,7 @@ def main() -> int:
                 "cpu": run.cpu,
                 "maxrss_mb": run.maxrss_mb,
                 "calls": counts["total_requests"],
+                "trips": counts["round_trips"],
                 "calls_by_kind": counts["calls_by_kind"],
                 "errors_by_class": counts["errors_by_class"],
                 "metric_values": out.get("metric_values"),
@@ -297,7 +299,8 @@ def main() -> int:
             rows.append(row)
             print(
                 f"{name}: rc {row['rc']}, {row['wall']:.1f} s wall, {row['cpu']:.1f} s CPU, "
-                f"RSS {row['maxrss_mb']:.0f} MB, {row['calls']} calls {row['calls_by_kind']}, "
+                f"RSS {row['maxrss_mb']:.0f} MB, {row['calls']} API calls {row['calls_by_kind']}, "
+                f"{row['trips']} round trips, "
                 f"errors {row['errors_by_class']}, metric values {row['metric_values']}, "
                 f"stories with insights {row['stories']}/{live_stories}, records "
                 f"{row['records']}",
@@ -310,7 +313,16 @@ def main() -> int:
     print()
     print(
         common.table(
-            ["tool", "wall s", "CPU s", "RSS MB", "API calls", "metric values", "stories"],
+            [
+                "tool",
+                "wall s",
+                "CPU s",
+                "RSS MB",
+                "API calls",
+                "round trips",
+                "metric values",
+                "stories",
+            ],
             [
                 [
                     r["tool"],
@@ -318,6 +330,7 @@ def main() -> int:
                     f"{r['cpu']:.1f}",
                     f"{r['maxrss_mb']:.0f}",
                     str(r["calls"]),
+                    str(r["trips"]),
                     str(r["metric_values"]),
                     f"{r['stories']}/{live_stories}",
                 ]

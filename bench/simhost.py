@@ -2,8 +2,10 @@
 
 Usage: ``python bench/simhost.py [the flags of python -m collector simulate]``. It serves
 exactly what ``python -m collector simulate`` serves (same flags, same world, same printed
-config) and, on SIGTERM, prints one line ``# stats {json}`` to stdout: requests by kind, by
-status, the peak number of requests in flight inside the server, and its own CPU seconds.
+config) and, on SIGTERM, prints one line ``# stats {json}`` to stdout: API calls by kind
+(``total_requests``: a batch counts once for itself and once per operation, as Meta meters
+it), HTTP round trips (``round_trips``: a batch is one), operations inside batches, by
+status, the peak number of HTTP requests in flight inside the server, and its own CPU seconds.
 SIGUSR1 prints the same line without stopping (counters are cumulative; the in-flight peak
 restarts at each report). The CLI has no way to report its counters yet, which is why the
 benchmarks use this wrapper.
@@ -34,11 +36,14 @@ class Gauge:
     def __init__(self) -> None:
         self.now = 0
         self.peak = 0
+        #: HTTP requests that reached the application (a batch is one): the round trips.
+        self.http_requests = 0
         self.by_status: collections.Counter[int] = collections.Counter()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.now += 1
+        self.http_requests += 1
         self.peak = max(self.peak, self.now)
         try:
             resp = await handler(request)
@@ -67,14 +72,26 @@ def main(argv: list[str]) -> int:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         st = sim.stats
         # Story and post insights share one endpoint kind; the world knows which object is which.
+        # Operations inside a batch are metered calls too (Meta counts each), but they share the
+        # batch's one HTTP round trip: ``in_batch`` records are operations, kind "batch" the
+        # round trip that carried them.
         objects: collections.Counter[str] = collections.Counter()
+        batched: collections.Counter[str] = collections.Counter()
         for rec in st.requests:
+            if rec.in_batch:
+                batched[rec.kind] += 1
             if rec.kind == "media_insights":
                 media_id = next((p for p in rec.path.split("/") if p.isdigit()), "")
                 media = sim.world.media(media_id)
-                objects["story" if media is not None and media.is_story else "media"] += 1
+                obj = "story" if media is not None and media.is_story else "media"
+                objects[obj] += 1
+                if rec.in_batch:
+                    objects[obj + "_in_batch"] += 1
         record = {
             "total_requests": st.total_requests,
+            "round_trips": gauge.http_requests,
+            "batch_ops": sum(batched.values()),
+            "batch_ops_by_kind": dict(batched),
             "calls_by_kind": dict(st.calls_by_kind),
             "errors_by_class": dict(st.errors_by_class),
             "by_status": {str(k): v for k, v in gauge.by_status.items()},
