@@ -200,6 +200,17 @@ class TokenCheck:
     checked_at: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountUsage:
+    """The rate-limit state of an account: Meta's last usage reading and our pause."""
+
+    ig_user_id: IgUserId
+    percent: float | None
+    paused_until: datetime | None
+    throttle_events: int
+    at: datetime
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
     """Everything one unit of work produced, written in one transaction."""
@@ -214,6 +225,7 @@ class Batch:
     statuses: list[AccountStatusChange] = dataclasses.field(default_factory=list)
     successes: list[AccountSuccess] = dataclasses.field(default_factory=list)
     token_checks: list[TokenCheck] = dataclasses.field(default_factory=list)
+    usages: list[AccountUsage] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -227,6 +239,7 @@ class Batch:
             + len(self.statuses)
             + len(self.successes)
             + len(self.token_checks)
+            + len(self.usages)
         )
 
     def extend(self, other: Batch) -> None:

@@ -77,6 +77,8 @@ class AccountState:
     last_metric_end: datetime | None = None
     #: no nested story insights before this (the last expansion was refused)
     expand_after: datetime | None = None
+    #: the rate-limit state last written to the account row
+    usage_written: tuple[int | None, datetime | None, int] | None = None
 
     parked_reason: str | None = None
     parked_until: datetime | None = None
@@ -417,6 +419,29 @@ class Runner:
             return jobs.PROBE_BATCH - 1
         return max(0, min(graph.MAX_BATCH, headroom) - 1)
 
+    async def _record_usage(self, state: AccountState) -> None:
+        """Keep the account row's rate-limit columns current (on change, in whole percent)."""
+        limiter = self.client.limiter
+        usage = limiter.accounts.get(state.target.ig_user_id)
+        if usage is None:
+            return
+        now = self.clock.now()
+        paused = usage.paused_until if usage.paused_until and usage.paused_until > now else None
+        percent = None if usage.percent is None else round(usage.percent)
+        current = (percent, paused, usage.throttle_events)
+        if current == state.usage_written:
+            return
+        state.usage_written = current
+        await self._write(
+            models.Batch(
+                usages=[
+                    models.AccountUsage(
+                        state.target.ig_user_id, usage.percent, paused, usage.throttle_events, now
+                    )
+                ]
+            )
+        )
+
     async def _execute(self, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()) -> None:
         state = self.accounts.get(job.account)
         if state is None or state.parked_reason is not None:
@@ -428,6 +453,7 @@ class Runner:
         finally:
             self._pace(job.account)
             self.last_job_at = self.clock.now()
+            await self._record_usage(state)
             if self.telemetry is not None:
                 self.telemetry.job_done(str(job.kind), outcome, lateness)
 

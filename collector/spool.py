@@ -36,6 +36,7 @@ _PARTS: dict[str, type[Any]] = {
     "statuses": models.AccountStatusChange,
     "successes": models.AccountSuccess,
     "token_checks": models.TokenCheck,
+    "usages": models.AccountUsage,
 }
 
 

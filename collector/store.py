@@ -263,6 +263,7 @@ class Store:
             | {c.ig_user_id for c in batch.statuses}
             | {c.ig_user_id for c in batch.successes}
             | {c.ig_user_id for c in batch.token_checks}
+            | {c.ig_user_id for c in batch.usages}
         )
         async with self._conn("write batch") as conn, conn.transaction():
             if ids:
@@ -410,6 +411,20 @@ class Store:
             if batch.successes:
                 await conn.executemany(
                     _q("record_success"), [(c.ig_user_id, c.at) for c in batch.successes]
+                )
+            if batch.usages:
+                await conn.executemany(
+                    _q("set_account_usage"),
+                    [
+                        (
+                            u.ig_user_id,
+                            None if u.percent is None else _number(u.percent),
+                            u.at,
+                            u.paused_until,
+                            u.throttle_events,
+                        )
+                        for u in batch.usages
+                    ],
                 )
             if batch.statuses:
                 await conn.executemany(

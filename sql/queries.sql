@@ -381,3 +381,15 @@ select
         as account_insights,
     (select max(captured_at) from account_metric where ig_user_id = $1 and period = 'lifetime')
         as demographics;
+
+-- name: set_account_usage
+-- Rate-limit state rides in batches; an older reading never overwrites a newer one.
+update account
+set usage_percent = $2,
+    usage_at = $3,
+    paused_until = $4,
+    throttle_events = greatest(throttle_events, $5),
+    updated_at = greatest(updated_at, $3)
+where ig_user_id = $1
+  and (usage_at is null or usage_at <= $3)
+returning ig_user_id;

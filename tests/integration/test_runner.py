@@ -308,6 +308,12 @@ async def test_throttled_account_gets_no_calls_and_finals_win(
             ):
                 finals += 1
         assert finals == len(stories)
+        # the usage Meta reported, and the pauses, are visible per account
+        health = await conn.fetch(
+            "select usage_percent, usage_at, throttle_events from account_health"
+        )
+        assert all(h["usage_percent"] is not None and h["usage_at"] is not None for h in health)
+        assert max(h["usage_percent"] for h in health) >= 60
     finally:
         await conn.close()
 

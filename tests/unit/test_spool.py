@@ -48,6 +48,7 @@ def full_batch() -> models.Batch:
         statuses=[models.AccountStatusChange(UID, models.AccountStatus.THROTTLED, "80002", AT)],
         successes=[models.AccountSuccess(UID, AT)],
         token_checks=[models.TokenCheck(UID, True, AT, None, ("instagram_basic",), AT)],
+        usages=[models.AccountUsage(UID, 87.5, AT + timedelta(minutes=5), 2, AT)],
     )
 
 
