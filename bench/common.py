@@ -205,13 +205,25 @@ def machine() -> str:
 
 
 def git_commit() -> str:
-    return subprocess.run(
+    """The commit measured: ``HEAD`` (``+dirty`` when collector code is edited), or, for a
+    snapshot without ``.git`` (``git archive HEAD``), ``$BENCH_COMMIT``."""
+    done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
-        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return os.environ.get("BENCH_COMMIT", "unknown") + " (snapshot)"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "collector", "sql"],
+        check=False,
         cwd=ROOT,
         capture_output=True,
         text=True,
     ).stdout.strip()
+    return done.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
