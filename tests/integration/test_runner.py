@@ -390,3 +390,34 @@ async def test_full_spool_holds_back_everything_but_story_work(
         await run.run_until_idle()
         kinds = {r.kind for r in sim.stats.requests}
         assert {"ig_user", "ig_media_list", "user_insights", "debug_token"} <= kinds
+
+
+async def test_expiring_token_warns_and_shows_in_health(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    harness_factory: Any,
+    fake_clock: clock.FakeClock,
+    db_dsn: str,
+) -> None:
+    from structlog.testing import capture_logs
+
+    sim = await sim_factory(accounts=2, media_per_account=2, stories_per_account=0)
+    soon = sim.world.accounts[0]
+    sim.world.set_token_expiry(soon.ig_user_id, fake_clock.now() + timedelta(days=3))
+    settings = make_settings(sim, sections=_story_settings())
+    with capture_logs() as logs:
+        h = await harness_factory(settings, sim)
+        await h.run_until(fake_clock.now() + timedelta(hours=1))
+    warnings = [e for e in logs if e["event"] == "token_expiring"]
+    assert [w["account"] for w in warnings] == [soon.username]
+    assert warnings[0]["days_left"] == pytest.approx(3, abs=0.1)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        flagged = await conn.fetch(
+            "select name from account_health where token_expires_at < now() + interval '7 days'"
+            " and token_expires_at < $1",
+            fake_clock.now() + timedelta(days=7),
+        )
+        assert [r["name"] for r in flagged] == [soon.username]
+    finally:
+        await conn.close()
