@@ -68,6 +68,7 @@ def start_simulator(
     media: int,
     stories: int,
     latency_ms: float,
+    account_budget: int = HUGE_BUDGET,
     extra: list[str] | None = None,
 ) -> Simulator:
     """``bench/simhost.py`` (= ``python -m collector simulate`` + counters) on a free port."""
@@ -87,7 +88,7 @@ def start_simulator(
         "--latency-ms",
         str(latency_ms),
         "--account-budget",
-        str(HUGE_BUDGET),
+        str(account_budget),
         *(extra or []),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
