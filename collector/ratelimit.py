@@ -18,6 +18,8 @@ from typing import Any
 from collector import errors
 
 BUC_HEADER = "X-Business-Use-Case-Usage"
+#: calls with an unchanged reading before they say something about the cost of one call
+PROBE_CALLS = 20
 APP_HEADER = "X-App-Usage"
 
 
@@ -124,6 +126,8 @@ class AccountState:
     percent: float | None = None
     #: how many percentage points one call costs, learned from successive headers
     percent_per_call: float | None = None
+    #: calls made since the reading last changed (a large budget moves it rarely)
+    calls_at_reading: int = 0
     paused_until: datetime | None = None
     reason: str | None = None
     throttle_events: int = 0
@@ -177,6 +181,7 @@ class Limiter:
         if percent is None:
             return
         state = self._state(account)
+        state.calls_at_reading = state.calls_at_reading + calls if percent == state.percent else 0
         if state.percent is not None and percent > state.percent and calls > 0:
             cost = (percent - state.percent) / calls
             previous = state.percent_per_call
@@ -237,9 +242,14 @@ class Limiter:
             return None
         if state.percent >= self.high_water:
             return 0
-        if not state.percent_per_call:
+        cost = state.percent_per_call
+        if not cost and state.calls_at_reading >= PROBE_CALLS:
+            # N calls that left the reading unchanged cost under 1/N point each: an upper
+            # bound, so the estimate errs on the side of smaller batches
+            cost = 1.0 / state.calls_at_reading
+        if not cost:
             return None
-        return int((self.high_water - state.percent) / state.percent_per_call)
+        return int((self.high_water - state.percent) / cost)
 
     def level(self, account: str) -> str:
         """``"ok"``, ``"high"`` (above high water) or ``"pause"`` (above the pause mark)."""

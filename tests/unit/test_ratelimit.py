@@ -111,3 +111,16 @@ def test_headroom_is_learned_from_successive_headers() -> None:
     assert limiter.headroom("1") == 30
     see(80)
     assert limiter.headroom("1") == 0
+
+
+def test_headroom_of_a_large_budget_whose_reading_does_not_move() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(high_water=80)
+    header = json.dumps({"1": [{"type": "instagram", "call_count": 0}]})
+    usage = ratelimit.parse_usage({ratelimit.BUC_HEADER: header})
+    limiter.observe("1", usage, fake.now())
+    assert limiter.headroom("1") is None
+    for _ in range(4):
+        limiter.observe("1", usage, fake.now(), calls=5)
+    # 20 calls left 0 % at 0 %: each costs under 1/20 point, so 80 points allow 1,600 calls
+    assert limiter.headroom("1") == 1600
