@@ -150,6 +150,33 @@ def range_windows(since: datetime, until: datetime) -> list[tuple[datetime, date
     return windows
 
 
+@dataclasses.dataclass
+class _AccountOp:
+    """One account-insights call still to make (its metrics shrink as the API rejects some)."""
+
+    request: metrics_catalog.AccountRequest
+    start: datetime | None
+    end: datetime | None
+    metrics: list[str]
+    metric_type: str | None
+
+    def params(self, ctx: Context) -> dict[str, graph.ParamValue]:
+        params: dict[str, graph.ParamValue] = {
+            "metric": self.metrics,
+            "period": self.request.period,
+        }
+        if self.metric_type:
+            params["metric_type"] = self.metric_type
+        if self.request.breakdown:
+            params["breakdown"] = self.request.breakdown
+        if self.start is not None and self.end is not None:
+            params["since"] = int(self.start.timestamp())
+            params["until"] = int(self.end.timestamp())
+        else:
+            params["timeframe"] = ctx.demographics_timeframe
+        return params
+
+
 async def account_insights(
     ctx: Context,
     target: Target,
@@ -158,12 +185,18 @@ async def account_insights(
     daily: bool = True,
     demographics: bool,
 ) -> models.Batch:
-    """Account metrics for every Pacific day from ``since`` to now, and/or demographics."""
+    """Account metrics for every Pacific day from ``since`` to now, and/or demographics.
+
+    The calls (one per day and metric group, one per 30-day series window, one per demographic
+    breakdown) travel together through the batch endpoint; a rejected metric is learned and
+    its call made again without it.
+    """
     now = ctx.clock.now()
     batch = models.Batch()
     skips = _Skips()
     days = day_windows(since, now)
     series_since = max(parse.pacific_day_start(since), parse.pacific_day_start(now - MAX_WINDOW))
+    pending: list[_AccountOp] = []
     for request in ctx.catalog.account_requests(daily=daily, demographics=demographics):
         if request.window == "day":
             windows: list[tuple[datetime | None, datetime | None]] = list(days)
@@ -171,78 +204,105 @@ async def account_insights(
             windows = list(range_windows(series_since, parse.pacific_day_end(now)))
         else:
             windows = [(None, None)]
-        for start, end in windows:
+        pending.extend(
+            _AccountOp(request, start, end, list(request.metrics), request.metric_type)
+            for start, end in windows
+        )
+    path = f"{target.ig_user_id}/insights"
+    for _ in range(_BATCH_ROUNDS + 2):
+        if not pending:
+            break
+        retry: list[_AccountOp] = []
+        while pending:
             checkpoint(ctx, target, batch)
-            await _account_request(ctx, target, request, start, end, batch, skips)
+            chunk, pending = pending[: graph.MAX_BATCH], pending[graph.MAX_BATCH :]
+            ops = [graph.BatchOp(path, op.params(ctx), list(op.metrics)) for op in chunk]
+            results = await call_many(ctx, target, ops)
+            captured_at = ctx.clock.now()
+            account_failure: errors.GraphError | None = None
+            for op, result in zip(chunk, results, strict=True):
+                if not isinstance(result, errors.GraphError):
+                    batch.account_metrics.extend(
+                        parse.account_insights(
+                            result,
+                            target.ig_user_id,
+                            op.metrics,
+                            captured_at,
+                            period=op.request.period,
+                            end_time=op.end
+                            if op.end is not None
+                            else parse.pacific_day_end(captured_at),
+                            skipped=skips,
+                        )
+                    )
+                elif isinstance(
+                    result, errors.AccountError | errors.AccountThrottled | errors.AppThrottled
+                ):
+                    account_failure = account_failure or result
+                elif isinstance(result, errors.InvalidMetric):
+                    dropped = _learn(ctx, models.ObjectKind.ACCOUNT, result, op.metrics, batch)
+                    op.metrics = [
+                        m
+                        for m in op.metrics
+                        if m not in dropped
+                        and m not in ctx.catalog.rejected(models.ObjectKind.ACCOUNT)
+                    ]
+                    if dropped and op.metrics:
+                        retry.append(op)
+                    elif not dropped:
+                        batch.errors.append(
+                            _error_record(target, "account_insights", None, result, captured_at)
+                        )
+                elif isinstance(result, errors.NeedsTotalValue) and op.metric_type != "total_value":
+                    op.metric_type = "total_value"
+                    retry.append(op)
+                elif result.retryable:
+                    retry.append(op)
+                else:
+                    batch.errors.append(
+                        _error_record(target, "account_insights", None, result, captured_at)
+                    )
+            if account_failure is not None:
+                raise account_failure
+        # a metric learned in this round leaves the calls still queued for the next one too
+        for op in retry:
+            op.metrics = [
+                m for m in op.metrics if m not in ctx.catalog.rejected(models.ObjectKind.ACCOUNT)
+            ]
+        pending = [op for op in retry if op.metrics]
+    for _op in pending:
+        batch.errors.append(
+            _error_record(
+                target,
+                "account_insights",
+                None,
+                errors.TransientError("no answer after the batch retries"),
+                ctx.clock.now(),
+            )
+        )
     _log_skips(ctx, target, "account_insights", skips)
     return batch
 
 
-async def _account_request(
-    ctx: Context,
-    target: Target,
-    request: metrics_catalog.AccountRequest,
-    start: datetime | None,
-    end: datetime | None,
-    batch: models.Batch,
-    skips: _Skips,
-) -> None:
-    metrics = list(request.metrics)
-    metric_type = request.metric_type
-    for _ in range(_MAX_REJECTIONS):
-        if not metrics:
-            return
-        params: dict[str, graph.ParamValue] = {"metric": metrics, "period": request.period}
-        if metric_type:
-            params["metric_type"] = metric_type
-        if request.breakdown:
-            params["breakdown"] = request.breakdown
-        if start is not None and end is not None:
-            params["since"] = int(start.timestamp())
-            params["until"] = int(end.timestamp())
-        else:
-            params["timeframe"] = ctx.demographics_timeframe
+async def call_many(
+    ctx: Context, target: Target, ops: Sequence[graph.BatchOp]
+) -> list[graph.BatchResult]:
+    """Several GETs in one round trip; a single one goes alone (a batch would cost a call
+    more). Either way each answer is a body or the typed error that operation got."""
+    if len(ops) == 1:
+        op = ops[0]
         try:
             resp = await ctx.client.get(
-                f"{target.ig_user_id}/insights",
-                params,
+                op.path,
+                op.params,
                 token=target.token,
                 account=target.ig_user_id,
-                metrics=metrics,
+                metrics=op.metrics,
             )
-        except errors.InvalidMetric as exc:
-            dropped = _learn(ctx, models.ObjectKind.ACCOUNT, exc, metrics, batch)
-            if not dropped:
-                batch.errors.append(
-                    _error_record(target, "account_insights", None, exc, ctx.clock.now())
-                )
-                return
-            metrics = [m for m in metrics if m not in dropped]
-            continue
-        except errors.NeedsTotalValue:
-            if metric_type == "total_value":
-                raise
-            metric_type = "total_value"
-            continue
-        except (errors.InvalidRequest, errors.ObjectError) as exc:
-            batch.errors.append(
-                _error_record(target, "account_insights", None, exc, ctx.clock.now())
-            )
-            return
-        captured_at = ctx.clock.now()
-        bucket_end = end if end is not None else parse.pacific_day_end(captured_at)
-        batch.account_metrics.extend(
-            parse.account_insights(
-                resp.body,
-                target.ig_user_id,
-                metrics,
-                captured_at,
-                period=request.period,
-                end_time=bucket_end,
-                skipped=skips,
-            )
-        )
-        return
+        except errors.GraphError as exc:
+            return [exc]
+        return [resp.body]
+    return await ctx.client.batch(ops, token=target.token, account=target.ig_user_id)
 
 
 def _learn(
@@ -477,7 +537,7 @@ async def media_insights_many(
                 )
                 for m in chunk
             ]
-            results = await ctx.client.batch(ops, token=target.token, account=target.ig_user_id)
+            results = await call_many(ctx, target, ops)
             captured_at = ctx.clock.now()
             account_failure: errors.GraphError | None = None
             for media, result in zip(chunk, results, strict=True):

@@ -421,3 +421,50 @@ async def test_batched_insights_retry_null_slots(
         assert len(unpolled) <= 2
     finally:
         await conn.close()
+
+
+async def test_unknown_account_metric_is_learned_and_the_rest_collected(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    fake_clock: clock.FakeClock,
+    db_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from collector import metrics_catalog
+
+    # a metric Meta does not know (yet, or any more) in the daily totals
+    totals, *rest = metrics_catalog.ACCOUNT_REQUESTS
+    widened = dataclasses.replace(
+        totals, metrics=(*totals.metrics[:3], "gone_metric", *totals.metrics[3:])
+    )
+    monkeypatch.setattr(metrics_catalog, "ACCOUNT_REQUESTS", (widened, *rest))
+    sim = await sim_factory(accounts=1, media_per_account=3, stories_per_account=0)
+    settings = make_settings(sim, sections={"schedule": {"account_insights_backfill_days": 3}})
+    rc, summary = await _run(settings, fake_clock)
+    assert rc == 0, summary
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        learned = await conn.fetch(
+            "select object_kind, metric, reason from metric_support where not supported"
+        )
+        assert [(r["object_kind"], r["metric"]) for r in learned] == [("account", "gone_metric")]
+        assert "must be one of" in learned[0]["reason"]
+        # every day window still landed with the other metrics of the group
+        per_metric = {
+            r["metric"]: r["n"]
+            for r in await conn.fetch(
+                "select metric, count(distinct end_time) n from account_metric"
+                " where period = 'day' group by metric"
+            )
+        }
+        assert "gone_metric" not in per_metric
+        assert per_metric["reach"] == per_metric["likes"] >= 4
+    finally:
+        await conn.close()
+    # the next pass does not ask for it again
+    sim.stats.reset()
+    fake_clock.advance(3600)
+    assert (await _run(settings, fake_clock))[0] == 0
+    assert not [r for r in sim.stats.requests if r.error and r.error.startswith("100")]
