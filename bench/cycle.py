@@ -75,6 +75,10 @@ def diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         "round_trips": after["round_trips"] - before["round_trips"],
         "batch_ops": after["batch_ops"] - before["batch_ops"],
         "batch_ops_by_kind": sub("batch_ops_by_kind"),
+        "batches_by_content": sub("batches_by_content"),
+        "batch_ops_by_content": sub("batch_ops_by_content"),
+        # cumulative: the largest batch of each content up to this pass
+        "batch_max_by_content": after.get("batch_max_by_content", {}),
         "calls_by_kind": sub("calls_by_kind"),
         "insights_calls_by_object": sub("insights_calls_by_object"),
         "errors_by_class": sub("errors_by_class"),
@@ -185,22 +189,40 @@ def per_unit(r: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in sorted(kinds.items())]
     batched = [f"{k}={v}" for k, v in sorted(r["batch_ops_by_kind"].items())]
     media_calls = objs.get("media", 0)
-    # Round trips that carried post insights: the batches (they hold only media-insights
-    # operations in this world) plus post-insights calls made on their own.
-    media_trips = kinds.get("batch", 0) + media_calls - objs.get("media_in_batch", 0)
+    contents = r.get("batches_by_content", {})
+    ops = r.get("batch_ops_by_content", {})
+    # Round trips that carried post insights: the batches holding media-insights operations
+    # plus post-insights calls made on their own (older simhost: every batch).
+    media_batches = sum(n for c, n in contents.items() if "media_insights" in c.split("+"))
+    if not contents:
+        media_batches = kinds.get("batch", 0)
+    media_trips = media_batches + media_calls - objs.get("media_in_batch", 0)
+    account_ops = r["batch_ops_by_kind"].get("user_insights", 0)
+    account_calls = kinds.get("user_insights", 0)
+    account_batches = sum(n for c, n in contents.items() if "user_insights" in c.split("+"))
+    account_trips = account_batches + account_calls - account_ops
     story_calls = objs.get("story", 0)
     listings = kinds.get("ig_stories", 0)
+    sizes = [
+        f"{c}: {n} batches, {ops.get(c, 0) / n:.1f} operations on average, largest "
+        f"{r.get('batch_max_by_content', {}).get(c, 0)}"
+        for c, n in sorted(contents.items())
+    ]
     return (
         f"{r['size']} {r['latency_ms']:g} ms pass {r['pass']}: "
         f"post insights {media_calls / max(media_total, 1):.2f} API calls and "
         f"{media_trips / max(media_total, 1):.3f} round trips per media; "
+        f"account insights {account_calls / r['accounts']:.2f} API calls "
+        f"({account_ops / r['accounts']:.2f} inside batches) and "
+        f"{account_trips / r['accounts']:.2f} round trips per account; "
         f"per-story insights calls {story_calls / max(story_total, 1):.2f} per story, "
         f"{story_calls / r['accounts']:.2f} per account, plus "
         f"{listings / r['accounts']:.2f} /stories listings per account (which carry the "
         f"insights; target <= 1 call per account); "
         f"{r['calls'] / r['accounts']:.1f} API calls and {r['trips'] / r['accounts']:.1f} round "
         f"trips per account; API calls by kind: {', '.join(parts)}; in batches: "
-        f"{', '.join(batched) or 'none'}"
+        f"{', '.join(batched) or 'none'}; batches by what they carried: "
+        f"{'; '.join(sizes) or 'none'}"
     )
 
 

@@ -290,6 +290,8 @@ def main() -> int:
                 "calls": counts["total_requests"],
                 "trips": counts["round_trips"],
                 "calls_by_kind": counts["calls_by_kind"],
+                "batches": counts["batches_by_content"],
+                "batch_ops": counts["batch_ops_by_content"],
                 "errors_by_class": counts["errors_by_class"],
                 "metric_values": out.get("metric_values"),
                 "records": out.get("records"),
@@ -300,7 +302,8 @@ def main() -> int:
             print(
                 f"{name}: rc {row['rc']}, {row['wall']:.1f} s wall, {row['cpu']:.1f} s CPU, "
                 f"RSS {row['maxrss_mb']:.0f} MB, {row['calls']} API calls {row['calls_by_kind']}, "
-                f"{row['trips']} round trips, "
+                f"{row['trips']} round trips (batches by content {row['batches']}, their "
+                f"operations {row['batch_ops']}), "
                 f"errors {row['errors_by_class']}, metric values {row['metric_values']}, "
                 f"stories with insights {row['stories']}/{live_stories}, records "
                 f"{row['records']}",

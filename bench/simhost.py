@@ -4,8 +4,9 @@ Usage: ``python bench/simhost.py [the flags of python -m collector simulate]``. 
 exactly what ``python -m collector simulate`` serves (same flags, same world, same printed
 config) and, on SIGTERM, prints one line ``# stats {json}`` to stdout: API calls by kind
 (``total_requests``: a batch counts once for itself and once per operation, as Meta meters
-it), HTTP round trips (``round_trips``: a batch is one), operations inside batches, by
-status, the peak number of HTTP requests in flight inside the server, and its own CPU seconds.
+it), HTTP round trips (``round_trips``: a batch is one), operations inside batches, batches
+by what they carried (count, operations, largest), requests by status, the peak number of
+HTTP requests in flight inside the server, and its own CPU seconds.
 SIGUSR1 prints the same line without stopping (counters are cumulative; the in-flight peak
 restarts at each report). The CLI has no way to report its counters yet, which is why the
 benchmarks use this wrapper.
@@ -19,7 +20,8 @@ import json
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -51,6 +53,31 @@ class Gauge:
             return resp
         finally:
             self.now -= 1
+
+
+def batch_contents(requests: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Batches by what they carried ("media_insights", "user_insights", or several kinds
+    joined by "+"): how many, their operations, the largest. A batch's operations are logged
+    one after another just before the batch itself (the simulator answers a batch
+    synchronously), which is how they are told apart."""
+    inside: list[str] = []
+    batches: collections.Counter[str] = collections.Counter()
+    ops: collections.Counter[str] = collections.Counter()
+    largest: dict[str, int] = {}
+    for rec in requests:
+        if rec.in_batch:
+            inside.append(rec.kind)
+        elif rec.kind == "batch":
+            content = "+".join(sorted(set(inside))) or "empty"
+            batches[content] += 1
+            ops[content] += len(inside)
+            largest[content] = max(largest.get(content, 0), len(inside))
+            inside = []
+    return {
+        "batches_by_content": dict(batches),
+        "batch_ops_by_content": dict(ops),
+        "batch_max_by_content": largest,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +119,7 @@ def main(argv: list[str]) -> int:
             "round_trips": gauge.http_requests,
             "batch_ops": sum(batched.values()),
             "batch_ops_by_kind": dict(batched),
+            **batch_contents(st.requests),
             "calls_by_kind": dict(st.calls_by_kind),
             "errors_by_class": dict(st.errors_by_class),
             "by_status": {str(k): v for k, v in gauge.by_status.items()},
