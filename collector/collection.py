@@ -236,15 +236,13 @@ class Collection:
         final_start = self.clock.now() + ctx.story_final_lead
         # stories the listing already snapshotted need a call of their own only for a final
         # snapshot (it carries the navigation breakdown)
-        stories = [
-            s
-            for s in stories
-            if s.media_id not in listing.polled
-            or (s.expires_at is not None and s.expires_at <= final_start)
-        ]
-        await self._poll_media(ctx, target, stories, result)
+        finals = [s for s in stories if s.expires_at is not None and s.expires_at <= final_start]
+        # the others the listing did not snapshot (it was refused: a story under 5 viewers)
+        # get their plain metrics in the same batches as the feed media
+        unpolled = [s for s in stories if s not in finals and s.media_id not in listing.polled]
+        await self._poll_media(ctx, target, finals, result)
         self._budget_left(target)
-        batch = await jobs.media_insights_many(ctx, target, media)
+        batch = await jobs.media_insights_many(ctx, target, [*unpolled, *media])
         result.media_polled += len(batch.media_polls)
         await self._write(batch, result)
 
