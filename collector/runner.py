@@ -301,9 +301,17 @@ class Runner:
             lateness = (now - next_job.due_at).total_seconds()
             self.stats.max_lateness = max(self.stats.max_lateness, lateness)
             companions: list[scheduler.Job] = []
-            if next_job.kind is Kind.MEDIA_INSIGHTS:
+            if next_job.kind is Kind.MEDIA_INSIGHTS or (
+                next_job.kind is Kind.STORY_INSIGHTS and not next_job.final
+            ):
+                # regular polls due at the same time share one batch request (finals, which
+                # carry the navigation breakdown, go one by one)
                 companions = self.scheduler.take_companions(
-                    next_job.account, Kind.MEDIA_INSIGHTS, now, self._batch_room(next_job.account)
+                    next_job.account,
+                    next_job.kind,
+                    now,
+                    self._batch_room(next_job.account),
+                    final=False,
                 )
             task = asyncio.create_task(
                 self._execute(next_job, companions), name=f"{next_job.kind}:{next_job.account}"
@@ -607,7 +615,7 @@ class Runner:
             if ends and (state.last_metric_end is None or max(ends) > state.last_metric_end):
                 state.last_metric_end = max(ends)
             again(c.demographics if demographics else c.account_insights)
-        elif kind is Kind.MEDIA_INSIGHTS:
+        elif kind is Kind.MEDIA_INSIGHTS or (kind is Kind.STORY_INSIGHTS and companions):
             try:
                 await self._media_batch(state, [job, *companions])
             except BaseException as exc:
@@ -686,14 +694,22 @@ class Runner:
         return False
 
     async def _media_batch(self, state: AccountState, batch_jobs: list[scheduler.Job]) -> None:
-        """Feed media polls due together for one account: 50 to a round trip."""
+        """Polls due together for one account, 50 to a round trip: feed media, or the regular
+        (not final) polls of stories whose listing was refused."""
         uid = state.target.ig_user_id
         now = self.clock.now()
         items: list[models.Media] = []
         by_id: dict[str, scheduler.Job] = {}
+        alone: list[scheduler.Job] = []
         for queued in batch_jobs:
             entry = state.media.get(queued.object_id or "")
             if entry is None or entry.gone:
+                continue
+            if entry.expires_at is not None and (
+                now >= entry.expires_at - self.cadence.story_final_lead
+            ):
+                # late into its final window (or past it): a final snapshot, one by one
+                alone.append(dataclasses.replace(queued, final=True))
                 continue
             by_id[queued.object_id or ""] = queued
             items.append(
@@ -705,10 +721,12 @@ class Runner:
                     posted_at=entry.posted_at,
                     permalink=None,
                     caption=None,
-                    expires_at=None,
+                    expires_at=entry.expires_at,
                     seen_at=now,
                 )
             )
+        for queued in alone:
+            await self._media_job(state, queued)
         if not items:
             return
         batch = await jobs.media_insights_many(state.context, state.target, items)
@@ -729,6 +747,8 @@ class Runner:
                 models.InsightsStatus.UNAVAILABLE,
             ):
                 entry.gone = True
+                if entry.expires_at is not None and not entry.final_taken:
+                    self._story_missed(uid, media_id, entry, poll.reason or "gone")
                 continue
             self._schedule_media(uid, media_id, entry, now)
 

@@ -305,7 +305,9 @@ class Scheduler:
             for account in deferred:
                 self._push_idle(account)
 
-    def take_companions(self, account: str, kind: JobKind, now: datetime, limit: int) -> list[Job]:
+    def take_companions(
+        self, account: str, kind: JobKind, now: datetime, limit: int, *, final: bool | None = None
+    ) -> list[Job]:
         """Up to ``limit`` more due jobs of ``kind`` for ``account``, to run in one request
         together with one just taken (the batch endpoint answers 50 operations at once)."""
         self._promote(now)
@@ -316,7 +318,12 @@ class Scheduler:
         for _, _, _, queued_job in sorted(state.ready):
             if len(found) >= limit:
                 break
-            if queued_job.kind is kind and self._live(queued_job) and queued_job.due_at <= now:
+            if (
+                queued_job.kind is kind
+                and (final is None or queued_job.final is final)
+                and self._live(queued_job)
+                and queued_job.due_at <= now
+            ):
                 found.append(queued_job)
                 # the heap entry turns stale; _best skips it
                 del self._queued[queued_job.key]

@@ -421,3 +421,59 @@ async def test_expiring_token_warns_and_shows_in_health(
         assert [r["name"] for r in flagged] == [soon.username]
     finally:
         await conn.close()
+
+
+async def test_refused_listing_story_polls_share_a_batch(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    harness_factory: Any,
+    fake_clock: clock.FakeClock,
+    db_dsn: str,
+) -> None:
+    # every account has a quiet story, so Meta refuses every expanded listing
+    sim = await sim_factory(
+        accounts=2,
+        media_per_account=2,
+        stories_per_account=4,
+        quiet_story_fraction=0.5,
+        story_lifetime=timedelta(hours=4),
+        stories_per_day=12.0,
+    )
+    settings = make_settings(
+        sim,
+        sections={
+            "schedule": {
+                "story_lifetime": "4h",
+                "story_final_lead": "10m",
+                "story_poll_every": "1h",
+                "account_insights_backfill_days": 1,
+            }
+        },
+    )
+    h = await harness_factory(settings, sim)
+    await h.run_until(fake_clock.now() + timedelta(hours=5))
+    assert h.runner is not None
+    story_ids = {
+        s.id
+        for s in sim.world.stories_between(fake_clock.now() - timedelta(hours=6), fake_clock.now())
+    }
+    in_batches = [r for r in sim.stats.requests if r.in_batch and r.path.split("/")[2] in story_ids]
+    alone = [
+        r
+        for r in sim.stats.requests
+        if not r.in_batch and r.kind == "media_insights" and r.path.split("/")[2] in story_ids
+    ]
+    # regular polls travelled together; finals (with the navigation breakdown) went alone
+    assert in_batches
+    assert alone
+    assert h.runner.stats.stories_missed == 0
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        outside = await conn.fetchval(
+            "select count(*) from media_metric mm join media m using (media_id)"
+            " where mm.is_final and not (mm.captured_at >= m.expires_at - interval '10 minutes'"
+            " and mm.captured_at < m.expires_at)"
+        )
+        assert outside == 0
+    finally:
+        await conn.close()
