@@ -151,8 +151,9 @@ class Collection:
         exc: errors.GraphError,
     ) -> None:
         now = self.clock.now()
-        if isinstance(exc, errors.BudgetPause) and isinstance(exc.batch, models.Batch):
-            await self._write(exc.batch, result)
+        kept = getattr(exc, "batch", None)
+        if isinstance(kept, models.Batch):
+            await self._write(kept, result)
         result.status = status
         result.reason = exc.describe()[:500]
         result.errors += 1
@@ -186,50 +187,42 @@ class Collection:
         if len(batch):
             await self.store.write(batch)
 
-    def _budget_left(self, target: jobs.Target) -> None:
-        """Stop this account's pass at the usage pause mark, before Meta has to refuse."""
-        limiter = self.client.limiter
-        if limiter.level(target.ig_user_id) == "pause":
-            percent = limiter.accounts[target.ig_user_id].percent or 0.0
-            raise errors.AccountThrottled(
-                f"usage at {percent:.0f}% (pause mark {limiter.pause_at:.0f}%): the rest waits "
-                "for the next pass"
-            )
-
     async def _collect(self, ctx: jobs.Context, target: jobs.Target, result: AccountResult) -> None:
         uid = target.ig_user_id
         if self.plan.check_tokens:
-            await self._token_check(ctx, target)
+            _, batch = await jobs.token_check(ctx, target)
+            await self._write(batch, result)
 
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         await self._write(await jobs.profile(ctx, target), result)
 
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         known = await self.store.known_media_ids(uid)
         batch = await jobs.media_discovery(ctx, target, known, walk_all=not known)
         result.media_seen = len(batch.media)
         await self._write(batch, result)
 
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         listing = await jobs.story_discovery(
             ctx, target, insights=ctx.catalog.media_metrics(models.ObjectKind.STORY)
         )
         result.stories_seen = len(listing.batch.media)
         await self._write(listing.batch, result)
 
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         now = self.clock.now()
-        last_end = await self.store.last_account_metric_end(uid)
-        if last_end is None:
-            since = now - timedelta(days=self.plan.backfill_days)
-        else:
-            since = min(last_end, now) - timedelta(days=self.plan.repoll_days)
+        since = jobs.insights_since(
+            await self.store.last_account_metric_end(uid),
+            now,
+            backfill_days=self.plan.backfill_days,
+            repoll_days=self.plan.repoll_days,
+        )
         batch = await jobs.account_insights(
             ctx, target, since=since, demographics=self.plan.demographics
         )
         await self._write(batch, result)
 
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         await self._flush(result)  # the reads below see what this pass discovered
         media = await self.store.media_for_insights(uid, posted_after=now - self.plan.media_max_age)
         stories = await self.store.live_stories(uid, now=self.clock.now())
@@ -241,26 +234,10 @@ class Collection:
         # get their plain metrics in the same batches as the feed media
         unpolled = [s for s in stories if s not in finals and s.media_id not in listing.polled]
         await self._poll_media(ctx, target, finals, result)
-        self._budget_left(target)
+        jobs.checkpoint(ctx, target)
         batch = await jobs.media_insights_many(ctx, target, [*unpolled, *media])
         result.media_polled += len(batch.media_polls)
         await self._write(batch, result)
-
-    async def _token_check(self, ctx: jobs.Context, target: jobs.Target) -> None:
-        info = await jobs.token_check(ctx, target)
-        now = self.clock.now()
-        await self.store.set_token_info(
-            target.ig_user_id,
-            valid=info.is_valid,
-            expires_at=info.expires_at,
-            data_access_expires_at=info.data_access_expires_at,
-            scopes=list(info.scopes),
-            checked_at=now,
-        )
-        if not info.is_valid:
-            raise errors.TokenInvalid(
-                f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
-            )
 
     async def _poll_media(
         self,
@@ -283,7 +260,7 @@ class Collection:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                self._budget_left(target)
+                jobs.checkpoint(ctx, target)
                 batch = await jobs.media_insights(ctx, target, item)
                 result.media_polled += 1
                 async with lock:

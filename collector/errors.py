@@ -124,6 +124,9 @@ class BudgetPause(AccountThrottled):
 class AccountError(GraphError):
     """The account cannot be collected until an operator acts (token, permission)."""
 
+    #: rows worth keeping that were collected before the error (e.g. the token check)
+    batch: Any = None
+
 
 class TokenInvalid(AccountError):
     """The access token is invalid or expired (code 190)."""

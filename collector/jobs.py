@@ -679,9 +679,41 @@ def _asked_plain(ctx: Context, kind: models.ObjectKind, metrics: Sequence[str]) 
 # --------------------------------------------------------------------------- tokens
 
 
-async def token_check(ctx: Context, target: Target) -> graph.TokenInfo:
-    """``debug_token`` for the account's token."""
-    return await ctx.client.debug_token(target.token)
+async def token_check(ctx: Context, target: Target) -> tuple[graph.TokenInfo, models.Batch]:
+    """``debug_token`` for the account's token, and the row recording what it said.
+
+    Raises ``TokenInvalid`` (with that row on ``batch``) when the token is not valid.
+    """
+    info = await ctx.client.debug_token(target.token)
+    batch = models.Batch(
+        token_checks=[
+            models.TokenCheck(
+                target.ig_user_id,
+                info.is_valid,
+                info.expires_at,
+                info.data_access_expires_at,
+                info.scopes,
+                ctx.clock.now(),
+            )
+        ]
+    )
+    if not info.is_valid:
+        exc = errors.TokenInvalid(
+            f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
+        )
+        exc.batch = batch
+        raise exc
+    return info, batch
+
+
+def insights_since(
+    last_end: datetime | None, now: datetime, *, backfill_days: int, repoll_days: int
+) -> datetime:
+    """Where account insights start: the backfill for a new account, else the last day
+    collected minus the re-poll window (Meta revises the last 48 h)."""
+    if last_end is None:
+        return now - timedelta(days=backfill_days)
+    return min(last_end, now) - timedelta(days=repoll_days)
 
 
 def _log_skips(ctx: Context, target: Target, job: str, skips: _Skips) -> None:

@@ -601,11 +601,11 @@ class Runner:
             if demographics:
                 since = now
             else:
-                last_end = state.last_metric_end
-                since = (
-                    now - timedelta(days=c.backfill_days)
-                    if last_end is None
-                    else min(last_end, now) - timedelta(days=c.repoll_days)
+                since = jobs.insights_since(
+                    state.last_metric_end,
+                    now,
+                    backfill_days=c.backfill_days,
+                    repoll_days=c.repoll_days,
                 )
             batch = await jobs.account_insights(
                 ctx, target, since=since, daily=not demographics, demographics=demographics
@@ -712,19 +712,7 @@ class Runner:
                 alone.append(dataclasses.replace(queued, final=True))
                 continue
             by_id[queued.object_id or ""] = queued
-            items.append(
-                models.Media(
-                    media_id=models.MediaId(queued.object_id or ""),
-                    ig_user_id=models.IgUserId(uid),
-                    media_type=entry.media_type,
-                    media_product_type=entry.product_type,
-                    posted_at=entry.posted_at,
-                    permalink=None,
-                    caption=None,
-                    expires_at=entry.expires_at,
-                    seen_at=now,
-                )
-            )
+            items.append(_media_record(uid, queued.object_id or "", entry, now))
         for queued in alone:
             await self._media_job(state, queued)
         if not items:
@@ -758,17 +746,7 @@ class Runner:
         if entry is None or entry.gone:
             return
         uid = state.target.ig_user_id
-        media = models.Media(
-            media_id=models.MediaId(media_id),
-            ig_user_id=models.IgUserId(uid),
-            media_type=entry.media_type,
-            media_product_type=entry.product_type,
-            posted_at=entry.posted_at,
-            permalink=None,
-            caption=None,
-            expires_at=entry.expires_at,
-            seen_at=self.clock.now(),
-        )
+        media = _media_record(uid, media_id, entry, self.clock.now())
         # a final snapshot uses the reserve above the pause mark: it cannot wait
         ctx = (
             dataclasses.replace(state.context, yield_at_pause=False) if job.final else state.context
@@ -814,26 +792,14 @@ class Runner:
 
     async def _token_check(self, state: AccountState) -> None:
         target = state.target
-        info = await jobs.token_check(state.context, target)
+        try:
+            info, batch = await jobs.token_check(state.context, target)
+        except errors.TokenInvalid as exc:
+            if isinstance(exc.batch, models.Batch):
+                await self._write(exc.batch)  # token_valid = false, for account_health
+            raise
+        await self._write(batch)
         now = self.clock.now()
-        await self._write(
-            models.Batch(
-                token_checks=[
-                    models.TokenCheck(
-                        target.ig_user_id,
-                        info.is_valid,
-                        info.expires_at,
-                        info.data_access_expires_at,
-                        info.scopes,
-                        now,
-                    )
-                ]
-            )
-        )
-        if not info.is_valid:
-            raise errors.TokenInvalid(
-                f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
-            )
         soonest = min(
             (t for t in (info.expires_at, info.data_access_expires_at) if t is not None),
             default=None,
@@ -846,3 +812,18 @@ class Runner:
                 expires_at=soonest.isoformat(),
                 days_left=round((soonest - now).total_seconds() / 86400, 1),
             )
+
+
+def _media_record(uid: str, media_id: str, entry: _MediaState, now: datetime) -> models.Media:
+    """What a job needs of a media object, from the runner's light in-memory state."""
+    return models.Media(
+        media_id=models.MediaId(media_id),
+        ig_user_id=models.IgUserId(uid),
+        media_type=entry.media_type,
+        media_product_type=entry.product_type,
+        posted_at=entry.posted_at,
+        permalink=None,
+        caption=None,
+        expires_at=entry.expires_at,
+        seen_at=now,
+    )
