@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -32,7 +33,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # the binaries are called by absolute path; a fixed environment keeps PG* variables of the
 # caller (PGDATA, PGPORT, PGHOST) from steering initdb, pg_ctl or psql somewhere else
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "TZ": "UTC"}
+#: the programs the collector runs; a copy of the binaries (see _server_copy) holds only these
+_SERVER_PROGRAMS = frozenset({"postgres", "initdb", "pg_ctl", "psql"})
+_COPY_PREFIX = "pgserver-"
+#: written last into a copy of the binaries: a copy without it is incomplete
+_COPY_DONE = "COMPLETE"
 
 
 class EmbeddedError(errors.CollectorError):
@@ -86,16 +92,31 @@ def bin_dir() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """The OS user the server runs as."""
+    """The OS user the server runs as.
 
-    name: str
+    ``name`` is ``None`` for a uid the user database does not know: a systemd ``DynamicUser=``
+    on a system without ``libnss-systemd``. Nothing here needs the name, only messages use it.
+    """
+
+    name: str | None
     uid: int
     gid: int
+
+    @property
+    def label(self) -> str:
+        """The user's name, or ``uid N`` when it has none."""
+        return self.name if self.name is not None else f"uid {self.uid}"
 
     @property
     def switch(self) -> bool:
         """The server runs as another user than this process (this process is root)."""
         return self.uid != os.geteuid()
+
+    def groups(self) -> list[int]:
+        """The user's groups (only its primary group when it has no name)."""
+        if self.name is None:
+            return [self.gid]
+        return os.getgrouplist(self.name, self.gid)
 
     def can_execute(self, path: Path) -> bool:
         """This user may execute the file, or search (traverse) the directory, ``path``."""
@@ -104,7 +125,7 @@ class Identity:
         st = path.stat()
         if st.st_uid == self.uid:
             return bool(st.st_mode & stat.S_IXUSR)
-        if st.st_gid in os.getgrouplist(self.name, self.gid):
+        if st.st_gid in self.groups():
             return bool(st.st_mode & stat.S_IXGRP)
         return bool(st.st_mode & stat.S_IXOTH)
 
@@ -120,8 +141,12 @@ class Status:
     log_file: Path
 
 
-def _who(uid: int) -> Identity:
-    entry = pwd.getpwuid(uid)
+def _who(uid: int, gid: int) -> Identity:
+    """The user ``uid``; ``gid`` is its group when the user database has no entry for it."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return Identity(None, uid, gid)
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
@@ -194,7 +219,7 @@ class EmbeddedPostgres:
     @property
     def run_as(self) -> str:
         """The OS user the server runs as (resolved at the first start)."""
-        return self._resolve_identity().name
+        return self._resolve_identity().label
 
     def dsn(self, database: str = "postgres") -> str:
         """The DSN of ``database`` on this server (valid while it runs)."""
@@ -206,7 +231,9 @@ class EmbeddedPostgres:
     def psql_command(self, database: str = "postgres") -> str:
         """A shell command that opens psql on ``database`` (the bundled psql)."""
         host = "127.0.0.1" if self.tcp else str(self.socket_dir)
-        psql = self._binaries() / "psql"
+        # the installed psql, never the server's copy: the caller may be root, and that copy
+        # sits in a directory the server's user owns
+        psql = bin_dir() / "psql"
         return (
             f"{_shell_quote(str(psql))} -h {_shell_quote(host)} -p {self.port} "
             f"-U {SUPERUSER} {database}"
@@ -217,7 +244,12 @@ class EmbeddedPostgres:
         pg_ctl = _shell_quote(str(self._binaries() / "pg_ctl"))
         command = f"{pg_ctl} stop -D {_shell_quote(str(self.data_dir))} -m fast"
         ident = self._resolve_identity()
-        return f"runuser -u {ident.name} -- {command}" if ident.switch else command
+        if not ident.switch:
+            return command
+        if ident.name is None:
+            # runuser needs a user name; setpriv (util-linux too) takes the ids
+            return f"setpriv --reuid={ident.uid} --regid={ident.gid} --clear-groups -- {command}"
+        return f"runuser -u {ident.name} -- {command}"
 
     def start(self) -> str:
         """Initialise the cluster if needed, start it (or reuse a running one); its admin DSN."""
@@ -226,6 +258,17 @@ class EmbeddedPostgres:
         self._prepare(ident)
         created = False
         if not (self.data_dir / "PG_VERSION").is_file():
+            if ident.name is None:
+                # initdb looks its user up (getpwuid) and stops when it has no name; the server
+                # itself and psql do without one, so only a new cluster needs the name
+                raise EmbeddedError(
+                    f"the embedded PostgreSQL runs as uid {ident.uid}, which has no user name "
+                    "(a systemd DynamicUser= on a system without libnss-systemd), and initdb "
+                    "needs one to create the cluster: install libnss-systemd "
+                    "(`apt-get install libnss-systemd`), or create the user "
+                    "(`useradd --system --no-create-home --shell /usr/sbin/nologin collector`; "
+                    "systemd then runs collector.service as it), or set [database] dsn"
+                )
             self._initdb()
             created = True
         self._check_version()
@@ -249,11 +292,12 @@ class EmbeddedPostgres:
         except BaseException:
             self._pg_ctl_stop()
             raise
+        self._remove_old_copies()
         self.log.info(
             "embedded_postgres_started",
             initialised=created,
             seconds=round(time.monotonic() - began, 3),
-            run_as=ident.name,
+            run_as=ident.label,
             socket=None if self.tcp else str(self.socket_dir),
             port=self.port,
             log_file=str(self.log_file),
@@ -295,8 +339,14 @@ class EmbeddedPostgres:
     # ----------------------------------------------------------------- identity and directories
 
     def _binaries(self) -> Path:
+        """The binaries the server runs from: the installed ones, or a copy its user can reach."""
         if self._bin is None:
-            self._bin = bin_dir()
+            installed = bin_dir()
+            ident = self._resolve_identity()
+            if ident.switch and not _reachable(ident, installed):
+                self._bin = self._server_copy(installed, ident)
+            else:
+                self._bin = installed
         return self._bin
 
     def _resolve_identity(self) -> Identity:
@@ -305,7 +355,7 @@ class EmbeddedPostgres:
         ident = self._choose_identity()
         if ident.uid == 0:
             raise EmbeddedError(
-                f"PostgreSQL cannot run as root and user {ident.name!r} is root: "
+                f"PostgreSQL cannot run as root and user {ident.label!r} is root: "
                 "name an unprivileged user"
             )
         self._identity = ident
@@ -313,7 +363,7 @@ class EmbeddedPostgres:
 
     def _choose_identity(self) -> Identity:
         if os.geteuid() != 0:
-            return _who(os.geteuid())
+            return _who(os.geteuid(), os.getegid())
         if self.user is not None:
             named = _named(self.user)
             if named is None:
@@ -325,9 +375,9 @@ class EmbeddedPostgres:
         # a cluster made earlier keeps its owner, whoever picked it then
         for existing in (self.data_dir, self.directory):
             with contextlib.suppress(FileNotFoundError):
-                owner = existing.stat().st_uid
-                if owner != 0:
-                    return _who(owner)
+                st = existing.stat()
+                if st.st_uid != 0:
+                    return _who(st.st_uid, st.st_gid)
         for name in RUN_AS:
             named = _named(name)
             if named is not None:
@@ -367,9 +417,8 @@ class EmbeddedPostgres:
 
     def _prepare(self, ident: Identity) -> None:
         """Create the directories, owned by ``ident``; check it can reach them and the binaries."""
-        binaries = self._binaries()
         if ident.switch:
-            self._check_reachable(ident, binaries)
+            self._check_reachable(ident)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         for path in (self.directory, self.socket_dir):
@@ -378,29 +427,105 @@ class EmbeddedPostgres:
             path.chmod(0o700)
         if self.log_file.exists() and ident.switch:
             os.chown(self.log_file, ident.uid, ident.gid)
-
-    def _check_reachable(self, ident: Identity, binaries: Path) -> None:
-        for parent in reversed(self.directory.parents):
-            if parent.exists() and not ident.can_execute(parent):
-                mode = stat.S_IMODE(parent.stat().st_mode)
-                raise EmbeddedError(
-                    f"the embedded PostgreSQL runs as user {ident.name!r} (PostgreSQL refuses "
-                    f"to run as root), which cannot enter {parent} (mode {mode:04o}): put the "
-                    "state directory where it can (e.g. [state] directory = "
-                    f'"/var/lib/collector"), or allow it with `chmod o+x {parent}`'
-                )
-        for parent in [*reversed(binaries.parents), binaries]:
-            if not ident.can_execute(parent):
-                raise EmbeddedError(
-                    f"the embedded PostgreSQL runs as user {ident.name!r} (PostgreSQL refuses "
-                    f"to run as root), which cannot reach its binaries in {binaries} "
-                    f"({parent} is closed to it): install the collector outside it (e.g. a "
-                    "virtualenv under /opt), or run the collector as an ordinary user"
-                )
+        binaries = self._binaries()
         if not ident.can_execute(binaries / "postgres"):
             raise EmbeddedError(
-                f"user {ident.name!r} cannot execute {binaries / 'postgres'}: fix its mode"
+                f"user {ident.label!r} cannot execute {binaries / 'postgres'}: fix its mode"
             )
+
+    def _check_reachable(self, ident: Identity) -> None:
+        # resolved: the server's user must traverse the real path (a systemd StateDirectory
+        # of a DynamicUser= service is a symlink into the closed /var/lib/private)
+        for parent in reversed(self.directory.resolve().parents):
+            if not parent.exists() or ident.can_execute(parent):
+                continue
+            mode = stat.S_IMODE(parent.stat().st_mode)
+            if ident.name is None:
+                raise EmbeddedError(
+                    f"{self.directory} belongs to uid {ident.uid}, a user without a name: the "
+                    "dynamic user of a systemd service (DynamicUser=), which reaches it only "
+                    f"inside that service ({parent} is closed, mode {mode:04o}): run this "
+                    "command inside the service's sandbox (`systemd-run --pipe --wait "
+                    "-p User=collector -p DynamicUser=yes -p StateDirectory=collector …`, see "
+                    'README "Running commands as the service"), or set [database] dsn'
+                )
+            raise EmbeddedError(
+                f"the embedded PostgreSQL runs as user {ident.label!r} (PostgreSQL refuses "
+                f"to run as root), which cannot enter {parent} (mode {mode:04o}): put the "
+                "state directory where it can (e.g. [state] directory = "
+                f'"/var/lib/collector"), or allow it with `chmod o+x {parent}`'
+            )
+
+    def _server_copy(self, installed: Path, ident: Identity) -> Path:
+        """Binaries ``ident`` can run, for a checkout or virtualenv it cannot read (under /root).
+
+        The server's files (``bin``, ``lib``, ``share`` and the wheel's bundled libraries,
+        laid out as in the wheel, since the binaries find them by relative paths) are
+        hard-linked, or copied when the link fails or the file is not world-readable, into
+        a root-owned, world-readable ``pgserver-<stamp>`` directory next to the cluster. The
+        stamp names the installed binary, so an upgraded wheel gets a fresh copy.
+        """
+        install = installed.parent
+        package = install.parent
+        bundled = package.parent / f"{package.name}.libs"
+        postgres = (installed / "postgres").stat()
+        stamp = hashlib.sha256(
+            f"{installed}\0{postgres.st_ino}\0{postgres.st_size}\0{postgres.st_mtime_ns}".encode()
+        ).hexdigest()[:16]
+        target = self.directory / f"{_COPY_PREFIX}{stamp}"
+        copied_bin = target / package.name / install.name / "bin"
+        if (target / _COPY_DONE).is_file():
+            return copied_bin
+        scratch = self.directory / f".{_COPY_PREFIX}{stamp}.{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        began = time.monotonic()
+        try:
+            copies = 0
+            parts: tuple[tuple[str, Callable[[Path], bool]], ...] = (
+                ("bin", lambda p: p.name in _SERVER_PROGRAMS),
+                ("lib", lambda p: p.suffix != ".a" and p.name != "pkgconfig"),
+                ("share", lambda p: True),
+            )
+            for part, keep in parts:
+                into = scratch / package.name / install.name / part
+                copies += _mirror(install / part, into, keep)
+            if bundled.is_dir():
+                copies += _mirror(bundled, scratch / bundled.name, lambda p: True)
+            (scratch / _COPY_DONE).write_text(f"{installed}\n", encoding="utf-8")
+            scratch.chmod(0o755)
+            try:
+                scratch.rename(target)
+            except OSError:
+                if not (target / _COPY_DONE).is_file():
+                    raise
+                # another collector made the same copy meanwhile: use that one
+                shutil.rmtree(scratch, ignore_errors=True)
+        except OSError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise EmbeddedError(
+                f"the embedded PostgreSQL runs as user {ident.label!r} (PostgreSQL refuses to "
+                f"run as root), which cannot reach its binaries in {installed}, and copying "
+                f"them to {target} failed ({exc}): install the collector where that user can "
+                "read it (e.g. a virtualenv under /opt), or run it as an ordinary user"
+            ) from None
+        self.log.info(
+            "embedded_postgres_binaries_copied",
+            source=str(installed),
+            target=str(target),
+            copied_files=copies,
+            seconds=round(time.monotonic() - began, 3),
+            why=f"user {ident.label} cannot reach the installed binaries",
+        )
+        return copied_bin
+
+    def _remove_old_copies(self) -> None:
+        """Remove server copies of earlier installs (after a server of the current one started)."""
+        # the copy in use: <directory>/pgserver-<stamp>/<package>/<install>/bin
+        in_use = self._bin is not None and self._bin.is_relative_to(self.directory)
+        keep = self._bin.parents[2].name if self._bin is not None and in_use else None
+        for entry in self.directory.glob(f"{_COPY_PREFIX}*"):
+            if entry.name != keep:
+                shutil.rmtree(entry, ignore_errors=True)
 
     # ----------------------------------------------------------------- cluster
 
@@ -674,6 +799,46 @@ class EmbeddedPostgres:
             sql,
         ]
         return self._run(args, "psql", timeout=timeout)
+
+
+def _reachable(ident: Identity, binaries: Path) -> bool:
+    """``ident`` can traverse to ``binaries`` and execute the server there."""
+    return all(
+        ident.can_execute(path) for path in [*reversed(binaries.parents), binaries]
+    ) and ident.can_execute(binaries / "postgres")
+
+
+def _mirror(source: Path, target: Path, keep: Callable[[Path], bool]) -> int:
+    """Mirror the tree ``source`` into ``target`` (world-readable); the number of files copied.
+
+    Hard links where the file is already world-readable (no space, no time), else copies.
+    Symbolic links (``libpq.so`` -> ``libpq.so.5``) are recreated as they are.
+    """
+    copied = 0
+    target.mkdir(parents=True)
+    target.chmod(0o755)
+    for entry in sorted(source.iterdir()):
+        if not keep(entry):
+            continue
+        dest = target / entry.name
+        st = entry.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(entry), dest)
+        elif stat.S_ISDIR(st.st_mode):
+            copied += _mirror(entry, dest, keep)
+        elif stat.S_ISREG(st.st_mode):
+            executable = bool(st.st_mode & 0o111)
+            needed = 0o005 if executable else 0o004
+            if st.st_mode & needed == needed:
+                try:
+                    os.link(entry, dest)
+                    continue
+                except OSError:
+                    pass  # another file system, or links refused: copy it
+            shutil.copyfile(entry, dest)
+            dest.chmod(0o755 if executable else 0o644)
+            copied += 1
+    return copied
 
 
 def _transient_start_failure(log_tail: str) -> bool:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -220,15 +224,22 @@ async def test_an_untraversable_parent_is_explained(base: Path) -> None:
     assert not (closed / "state").exists()
 
 
-@requires_embedded
-@needs_root
-def test_works_as_an_ordinary_user(base: Path) -> None:
-    """Without root nothing switches users: the server runs as the caller, here ``nobody``."""
-    home = base / "nobody"
-    home.mkdir()
-    os.chown(home, NOBODY, NOBODY)
-    # A forked child drops to nobody: this interpreter lives under /root here, so nobody could
-    # not start it with runuser; the child only runs subprocesses and os calls before _exit.
+def _unnamed_uid() -> int:
+    """A uid the user database does not know, as systemd's DynamicUser= hands out."""
+    for uid in range(61184, 65519):  # systemd's dynamic range
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise AssertionError("no free uid in the dynamic range")
+
+
+def _as_user(uid: int, home: Path, work: Callable[[Path], list[str]]) -> list[str]:
+    """Run ``work(home)`` in a child process dropped to ``uid``; the lines it returned.
+
+    A forked child, not a new interpreter: this interpreter lives under /root here, so the
+    user could not start it; the child only runs subprocesses and os calls before _exit.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
         child = os.fork()
@@ -236,16 +247,12 @@ def test_works_as_an_ordinary_user(base: Path) -> None:
         code = 1
         try:
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            pg = embedded.EmbeddedPostgres(home / "pg", fsync=False)
-            dsn = pg.start()
-            database = pg.create_database("collector")
-            running = pg.status().running
-            pg.stop()
-            lines = [dsn, database, f"running {running}", f"after stop {pg.status().running}"]
-            (home / "out").write_text("\n".join(lines))
+            os.setgid(uid)
+            os.setuid(uid)
+            (home / "out").write_text("\n".join(work(home)))
             code = 0
+        except BaseException:
+            (home / "error").write_text(traceback.format_exc())
         finally:
             os._exit(code)
     deadline = time.monotonic() + 60
@@ -253,13 +260,179 @@ def test_works_as_an_ordinary_user(base: Path) -> None:
         if time.monotonic() > deadline:
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)
-            raise AssertionError("the child running as nobody did not finish")
+            raise AssertionError(f"the child running as uid {uid} did not finish")
         time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(waited[1]) == 0, (home / "pg" / "postgres.log").read_text()
-    out = (home / "out").read_text().splitlines()
-    assert out[2:] == ["running True", "after stop False"]
+    problems = [p.read_text() for p in (home / "error", home / "pg" / "postgres.log") if p.exists()]
+    assert os.waitstatus_to_exitcode(waited[1]) == 0, "\n".join(problems)
+    return (home / "out").read_text().splitlines()
+
+
+def _start_query_stop(home: Path) -> list[str]:
+    pg = embedded.EmbeddedPostgres(home / "pg", fsync=False)
+    dsn = pg.start()
+    database = pg.create_database("collector")
+    running = pg.status().running
+    pg.stop()
+    return [dsn, database, f"running {running}", f"after stop {pg.status().running}", pg.run_as]
+
+
+@requires_embedded
+@needs_root
+def test_works_as_an_ordinary_user(base: Path) -> None:
+    """Without root nothing switches users: the server runs as the caller, here ``nobody``."""
+    home = base / "nobody"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    out = _as_user(NOBODY, home, _start_query_stop)
+    assert out[2:] == ["running True", "after stop False", "nobody"]
     assert out[1].startswith("postgresql://postgres@/collector?")
     assert (home / "pg" / "data" / "PG_VERSION").stat().st_uid == NOBODY
+
+
+def _first_start_fails(home: Path) -> list[str]:
+    try:
+        embedded.EmbeddedPostgres(home / "fresh", fsync=False).start()
+    except embedded.EmbeddedError as exc:
+        return [str(exc)]
+    return ["started"]
+
+
+@requires_embedded
+@needs_root
+def test_works_as_a_uid_without_a_name(base: Path) -> None:
+    """systemd's DynamicUser= without libnss-systemd: getpwuid() knows no such uid. The server
+    and psql do without a name; initdb needs one, and the first start says how to give it."""
+    uid = _unnamed_uid()
+    home = base / "dynamic"
+    home.mkdir()
+    # a cluster made while the name resolved (or by root for it), then owned by the bare uid
+    made = embedded.EmbeddedPostgres(home / "pg", fsync=False, user="nobody")
+    made.start()
+    made.stop()
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
+    out = _as_user(uid, home, _start_query_stop)
+    assert out[2:] == ["running True", "after stop False", f"uid {uid}"]
+    (home / "out").unlink()
+    (message,) = _as_user(uid, home, _first_start_fails)
+    assert "libnss-systemd" in message
+    assert "useradd --system" in message
+    assert f"uid {uid}" in message
+
+
+@requires_embedded
+@needs_root
+async def test_root_runs_a_cluster_owned_by_an_unnamed_uid(base: Path) -> None:
+    """Root on the data of a DynamicUser= service (stopped): the server runs as its owner's uid,
+    with no user name to look up."""
+    uid = _unnamed_uid()
+    directory = base / "state" / "postgres"
+    made = embedded.EmbeddedPostgres(directory, fsync=False, user="nobody")
+    await asyncio.to_thread(made.start)
+    await asyncio.to_thread(made.stop)
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
+    pg = embedded.EmbeddedPostgres(directory, fsync=False)
+    try:
+        dsn = await asyncio.to_thread(pg.start)
+        assert await _query(dsn, "select 1") == 1
+        assert pg.run_as == f"uid {uid}"
+        assert (pg.data_dir / "PG_VERSION").stat().st_uid == uid
+        assert pg.stop_command().startswith(f"setpriv --reuid={uid} --regid={uid} --clear-groups")
+    finally:
+        await asyncio.to_thread(pg.stop)
+    assert not pg.status().running
+
+
+@requires_embedded
+@needs_root
+async def test_a_dynamic_users_closed_state_is_explained(base: Path) -> None:
+    """systemd keeps a DynamicUser= state directory under the closed /var/lib/private, behind a
+    symlink: outside the service its uid cannot reach it, and the message says where to run."""
+    uid = _unnamed_uid()
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    (private / "collector" / "postgres").mkdir(parents=True)
+    for path in (private / "collector", private / "collector" / "postgres"):
+        os.chown(path, uid, uid)
+    (base / "collector").symlink_to(private / "collector")
+    pg = embedded.EmbeddedPostgres(base / "collector" / "postgres", fsync=False)
+    with pytest.raises(embedded.EmbeddedError, match=r"DynamicUser=.*inside the service") as info:
+        await asyncio.to_thread(pg.start)
+    assert f"uid {uid}" in str(info.value)
+    assert not (private / "collector" / "postgres" / "data").exists()
+
+
+_RUN_FROM_CLOSED_CHECKOUT = """
+import json, sys
+from pathlib import Path
+from collector import embedded
+pg = embedded.EmbeddedPostgres(Path(sys.argv[1]), fsync=False)
+try:
+    dsn = pg.start()
+    database = pg.create_database("collector")
+    first_copy = pg._binaries()
+    pg.stop()
+    again = embedded.EmbeddedPostgres(Path(sys.argv[1]), fsync=False)
+    again.start()
+    out = {
+        "installed": str(embedded.bin_dir()),
+        "run_as": pg.run_as,
+        "server_binaries": str(first_copy),
+        "reused_copy": str(again._binaries()) == str(first_copy),
+        "database": database,
+        "psql": pg.psql_command(),
+    }
+finally:
+    embedded.EmbeddedPostgres(Path(sys.argv[1])).stop()
+print(json.dumps(out))
+"""
+
+
+@requires_embedded
+@needs_root
+@pytest.mark.timeout(120)
+def test_runs_from_a_checkout_the_server_user_cannot_read(base: Path) -> None:
+    """The README's first command as root from /root (0700) or a 0700 `mktemp -d` clone: the
+    wheel's binaries sit where the server's user cannot go, so the server runs from a copy."""
+    installed = embedded.bin_dir()
+    package = installed.parents[1]
+    closed = Path(tempfile.mkdtemp(prefix="collector-closed-checkout-"))  # 0700, like /root
+    try:
+        site = closed / "venv" / "site-packages"
+        for tree in (package, package.parent / f"{package.name}.libs"):
+            if tree.is_dir():
+                shutil.copytree(tree, site / tree.name, symlinks=True)
+        # and unreadable to others inside, as a checkout made under umask 077 would be
+        for path in site.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode & 0o700)
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        result = subprocess.run(
+            [sys.executable, "-c", _RUN_FROM_CLOSED_CHECKOUT, str(base / "state" / "postgres")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+            cwd=closed,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        out = json.loads(result.stdout.splitlines()[-1])
+    finally:
+        shutil.rmtree(closed, ignore_errors=True)
+    assert out["installed"].startswith(str(site))
+    assert out["run_as"] in embedded.RUN_AS
+    copy = Path(out["server_binaries"])
+    assert copy.is_relative_to(base / "state" / "postgres")
+    assert out["reused_copy"]
+    assert out["database"].startswith("postgresql://postgres@/collector?")
+    # root is told to run the installed psql, never the copy in the server user's directory
+    assert out["psql"].startswith(str(site))
+    # the copy is root's, readable by all and writable by root alone
+    st = copy.parents[2].stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    assert stat.S_IMODE((copy / "postgres").stat().st_mode) == 0o755
 
 
 def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
