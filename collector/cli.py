@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     with_config(mig)
+    mig.add_argument(
+        "--if-reachable",
+        action="store_true",
+        help="when the database cannot be reached, say so and exit 0 (the unit's ExecStartPre: "
+        "the daemon then starts anyway and waits for the database)",
+    )
     chk = sub.add_parser(
         "check", help="validate the config, the database, the schema and every token"
     )
@@ -59,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _logs_json(settings: config.Settings) -> bool:
+    """The log lines are JSON (``log.format``, or ``auto`` without a terminal on stdout)."""
+    fmt = settings.log.format
+    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("config_warning", message=warning)
     try:
         if args.command == "migrate":
-            applied = asyncio.run(daemon.with_database(settings, daemon.migrate))
+            try:
+                applied = asyncio.run(daemon.with_database(settings, daemon.migrate))
+            except errors.DatabaseUnavailable as exc:
+                if not args.if_reachable:
+                    raise
+                # the daemon starts without its database and checks the schema when it
+                # answers; failing here would keep the whole service down instead
+                logger.warning("migrations_skipped", reason=str(exc), why="--if-reachable")
+                return EXIT_OK
             logger.info("migrations_applied", applied=applied, count=len(applied))
             print(
                 f"applied {len(applied)} migration(s): {', '.join(applied)}"
@@ -106,11 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except errors.CollectorError as exc:
-        logger.error(
-            "command_failed", command=args.command, error=type(exc).__name__, message=str(exc)
-        )
-        print(f"error: {exc}", file=sys.stderr)
+        # one line: the JSON event where logs are JSON (the journal), else the plain message
+        if _logs_json(settings):
+            logger.error(
+                "command_failed", command=args.command, error=type(exc).__name__, message=str(exc)
+            )
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # a bug: its traceback goes into one log event (JSON in the journal), not raw to stderr
+        logger.exception("command_crashed", command=args.command)
+        return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

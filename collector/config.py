@@ -511,9 +511,14 @@ class ScheduleSettings(Section):
                     ("media_tiers", index, "max_age"),
                 )
         if self.story_final_lead >= self.story_lifetime:
+            # an example that fits this lifetime: never the value just rejected
+            default = timedelta(minutes=25)
+            example = format_duration(
+                default if default < self.story_lifetime else self.story_lifetime / 4
+            )
             raise _problem(
                 "must be shorter than a story's lifetime "
-                f"({format_duration(self.story_lifetime)}), e.g. '25m', "
+                f"({format_duration(self.story_lifetime)}), e.g. '{example}', "
                 f"got {format_duration(self.story_final_lead)}",
                 ("story_final_lead",),
             )

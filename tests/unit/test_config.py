@@ -582,7 +582,17 @@ def test_graph_errors(tmp_path: Path, line: str, expected: str) -> None:
             "got 'last_14_days'",
         ),
         ("[schedule]\naccount_insights_backfill_days = 91", "account_insights_backfill_days"),
-        ('[schedule]\nstory_final_lead = "1d"', "schedule.story_final_lead: must be shorter"),
+        (
+            '[schedule]\nstory_final_lead = "1d"',
+            "schedule.story_final_lead: must be shorter than a story's lifetime (1d), "
+            "e.g. '25m', got 1d",
+        ),
+        # the example fits the lifetime: it never suggests the value it rejects
+        (
+            '[schedule]\nstory_final_lead = "25m"\nstory_lifetime = "10m"',
+            "schedule.story_final_lead: must be shorter than a story's lifetime (10m), "
+            "e.g. '2m30s', got 25m",
+        ),
         ("[web]\nport = 70000", "web.port: must be less than or equal to 65535, got 70000"),
         ('[web]\nwebhook_verify_token_env = "WVT"', "environment variable WVT is not set"),
         ('[log]\nlevel = "verbose"', "log.level: must be 'debug', 'info', 'warning' or 'error'"),
