@@ -104,13 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # answers; failing here would keep the whole service down instead
                 logger.warning("migrations_skipped", reason=str(exc), why="--if-reachable")
                 return EXIT_OK
-            logger.info("migrations_applied", applied=applied, count=len(applied))
-            print(
-                f"applied {len(applied)} migration(s): {', '.join(applied)}"
-                if applied
-                else "the schema is up to date",
-                file=sys.stderr,
-            )
+            # one line, as for a failure: the event in JSON logs, else a sentence
+            if _logs_json(settings):
+                logger.info("migrations_applied", applied=applied, count=len(applied))
+            else:
+                print(
+                    f"applied {len(applied)} migration(s): {', '.join(applied)}"
+                    if applied
+                    else "the schema is up to date",
+                    file=sys.stderr,
+                )
             return EXIT_OK
         if args.command == "check":
             from collector import checks  # noqa: PLC0415

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from collector import clock, config, embedded
+from collector import clock, config, embedded, schema
 from collector.simulator import server, world
 
 from ..integration.conftest import toml_value
@@ -205,10 +205,12 @@ async def test_migrations_run_by_the_unit_with_its_credentials(
 
         code, out = await run(command("ExecStartPre", path), env)
         assert code == 0, out
-        assert "applied 3 migration(s)" in out
+        (line,) = out.splitlines()  # one JSON line, no plain sentence repeating it
+        assert json.loads(line)["applied"] == [m.name for m in schema.migrations()]
         code, out = await run(command("ExecStartPre", path), env)
         assert code == 0, out
-        assert "the schema is up to date" in out
+        (line,) = out.splitlines()
+        assert json.loads(line)["applied"] == []
 
         daemon = await Daemon.start(
             command("ExecStart", path), env | {"NOTIFY_SOCKET": str(notify.path)}
