@@ -51,13 +51,16 @@ def directives() -> dict[str, list[str]]:
     return found
 
 
-def command(key: str, config_path: Path) -> list[str]:
-    """The unit's ``key`` command line, with this interpreter and this config file."""
+def command(key: str, config_path: Path | None = None, *, main_pid: int | None = None) -> list[str]:
+    """The unit's ``key`` command line, with this interpreter, this config file, this $MAINPID."""
     (line,) = directives()[key]
     args = shlex.split(line)
     assert args[0] == VENV_PYTHON, line
     args[0] = sys.executable
-    args[args.index("--config") + 1] = str(config_path)
+    if config_path is not None:
+        args[args.index("--config") + 1] = str(config_path)
+    if main_pid is not None:
+        args = [str(main_pid) if a == "$MAINPID" else a for a in args]
     return args
 
 
@@ -217,6 +220,11 @@ async def test_migrations_run_by_the_unit_with_its_credentials(
         )
         try:
             await _until(lambda: notify.seen("READY=1") >= 1, 60)
+            # systemctl reload: the unit's ExecReload= (no /bin/kill on a minimal Debian)
+            code, out = await run(command("ExecReload", main_pid=daemon.proc.pid), env)
+            assert code == 0, out
+            await _until(lambda: notify.seen("RELOADING=1") >= 1, 30)
+            await _until(lambda: notify.seen("READY=1") >= 2, 30)
         finally:
             code = await daemon.stop()
             notify.close()
