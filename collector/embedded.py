@@ -440,11 +440,13 @@ class EmbeddedPostgres:
             if not parent.exists() or ident.can_execute(parent):
                 continue
             mode = stat.S_IMODE(parent.stat().st_mode)
-            if ident.name is None:
+            # systemd keeps DynamicUser= directories under a closed .../private; the user has
+            # a name only while its service runs (libnss-systemd), or none at all
+            if ident.name is None or parent.name == "private":
                 raise EmbeddedError(
-                    f"{self.directory} belongs to uid {ident.uid}, a user without a name: the "
-                    "dynamic user of a systemd service (DynamicUser=), which reaches it only "
-                    f"inside that service ({parent} is closed, mode {mode:04o}): run this "
+                    f"{self.directory} belongs to {ident.label}, the dynamic user of a systemd "
+                    "service (DynamicUser=), which reaches it only inside that service "
+                    f"({parent} is closed, mode {mode:04o}): run this "
                     "command inside the service's sandbox (`systemd-run --pipe --wait "
                     "-p User=collector -p DynamicUser=yes -p StateDirectory=collector …`, see "
                     'README "Running commands as the service"), or set [database] dsn'

@@ -358,10 +358,16 @@ async def test_a_dynamic_users_closed_state_is_explained(base: Path) -> None:
         os.chown(path, uid, uid)
     (base / "collector").symlink_to(private / "collector")
     pg = embedded.EmbeddedPostgres(base / "collector" / "postgres", fsync=False)
-    with pytest.raises(embedded.EmbeddedError, match=r"DynamicUser=.*inside the service") as info:
+    with pytest.raises(embedded.EmbeddedError, match=r"DynamicUser=.*inside that service") as info:
         await asyncio.to_thread(pg.start)
     assert f"uid {uid}" in str(info.value)
+    assert "chmod" not in str(info.value)  # opening /var/lib/private would defeat its purpose
     assert not (private / "collector" / "postgres" / "data").exists()
+    # while the service runs, libnss-systemd names its user: the same explanation
+    named = embedded.EmbeddedPostgres(base / "collector" / "postgres", fsync=False, user="nobody")
+    os.chown(private / "collector" / "postgres", NOBODY, NOBODY)
+    with pytest.raises(embedded.EmbeddedError, match=r"belongs to nobody, the dynamic user"):
+        await asyncio.to_thread(named.start)
 
 
 _RUN_FROM_CLOSED_CHECKOUT = """
