@@ -4,7 +4,6 @@ database answers it checks the schema, replays the spool and completes every sch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,17 +13,8 @@ import pytest
 from collector import clock, daemon
 
 from ..pgproxy import PgProxy
-from .conftest import MakeSettings
-from .test_engine import _when
+from .conftest import MakeSettings, eventually
 from .test_once import served_media, stored_media
-
-
-@pytest.fixture
-async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
-    p = PgProxy(db_dsn)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def test_the_daemon_starts_collects_and_spools_while_the_database_is_down(
@@ -61,8 +51,8 @@ async def test_the_daemon_starts_collects_and_spools_while_the_database_is_down(
     shell = daemon.Daemon(settings, clock=fake_clock, stop=stop)
     running = asyncio.create_task(shell.run())
     try:
-        await _when(lambda: any(r.kind == "ig_stories" for r in sim.stats.requests))
-        await _when(lambda: shell.writer is not None and shell.writer.spool.size > 0)
+        await eventually(lambda: any(r.kind == "ig_stories" for r in sim.stats.requests))
+        await eventually(lambda: shell.writer is not None and shell.writer.spool.size > 0)
         assert not shell.database_ready
         health = shell.health()
         assert health.status == "degraded"
@@ -73,11 +63,11 @@ async def test_the_daemon_starts_collects_and_spools_while_the_database_is_down(
         assert "user_insights" not in kinds
 
         await proxy.restore()
-        await _when(lambda: shell.database_ready)
+        await eventually(lambda: shell.database_ready)
         assert shell.writer is not None
-        await _when(lambda: shell.writer is not None and shell.writer.spool.size == 0)
-        await _when(lambda: any(r.kind == "ig_media_list" for r in sim.stats.requests))
-        await _when(lambda: any(r.kind == "media_insights" for r in sim.stats.requests))
+        await eventually(lambda: shell.writer is not None and shell.writer.spool.size == 0)
+        await eventually(lambda: any(r.kind == "ig_media_list" for r in sim.stats.requests))
+        await eventually(lambda: any(r.kind == "media_insights" for r in sim.stats.requests))
     finally:
         stop.set()
         rc = await running

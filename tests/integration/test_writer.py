@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -114,14 +113,6 @@ async def test_a_refused_record_is_set_aside_and_the_rest_lands(
     assert all(k["error"] for k in kept)
     assert any(e["event"] == "record_rejected" for e in logs)
     assert wr.pending_rows == 0
-
-
-@pytest.fixture
-async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
-    p = PgProxy(db_dsn)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def test_a_spool_that_refuses_rows_keeps_them_in_memory_until_it_or_the_database_is_back(
