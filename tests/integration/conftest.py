@@ -51,6 +51,8 @@ def write_config(
         },
         "log": {"format": "json"},
         "state": {"directory": str(path.parent / "state")},
+        # a free port: daemons of parallel test runs on one machine must not share 9108
+        "web": {"port": 0},
     }
     if sim.world.config.app_secret:
         merged["graph"]["app_secret"] = sim.world.config.app_secret
