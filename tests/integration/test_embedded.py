@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import pwd
@@ -235,12 +236,37 @@ def _unnamed_uid() -> int:
     raise AssertionError("no free uid in the dynamic range")
 
 
+def _install_for(uid: int, home: Path) -> Path | None:
+    """A copy of the server's wheel ``uid`` can read, when the installed one is closed to it
+    (the suite runs from a 0700 clone); ``None`` when it can read the installed one."""
+    installed = embedded.bin_dir()
+    if embedded._reachable(embedded.Identity(None, uid, uid), installed):
+        return None
+    package = installed.parents[1]
+    site = home / "site"
+    for tree in (package, package.parent / f"{package.name}.libs"):
+        if tree.is_dir() and not (site / tree.name).exists():
+            # the wheel's files are world-readable, only their directories are not
+            shutil.copytree(tree, site / tree.name, symlinks=True, copy_function=_link_or_copy)
+    return site
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
+
+
 def _as_user(uid: int, home: Path, work: Callable[[Path], list[str]]) -> list[str]:
     """Run ``work(home)`` in a child process dropped to ``uid``; the lines it returned.
 
     A forked child, not a new interpreter: this interpreter lives under /root here, so the
-    user could not start it; the child only runs subprocesses and os calls before _exit.
+    user could not start it; the child only runs subprocesses and os calls before _exit. An
+    ordinary user runs the collector from where it can read it: when the suite's own install
+    is closed to ``uid``, the child finds the server's wheel in a copy it can read.
     """
+    site = _install_for(uid, home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
         child = os.fork()
@@ -250,6 +276,9 @@ def _as_user(uid: int, home: Path, work: Callable[[Path], list[str]]) -> list[st
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+            if site is not None:
+                sys.path.insert(0, str(site))
+                importlib.invalidate_caches()
             (home / "out").write_text("\n".join(work(home)))
             code = 0
         except BaseException:
