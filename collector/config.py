@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -577,6 +578,36 @@ class ShutdownSettings(Section):
     drain_timeout: Duration = timedelta(seconds=20)
 
 
+class ClusterSettings(Section):
+    """``[cluster]``: several processes share the accounts through leases in PostgreSQL."""
+
+    enabled: bool = False
+    lease_ttl: Duration = timedelta(seconds=30)
+    heartbeat: Duration = timedelta(seconds=10)
+    #: this process's name among the members (default: host name and process id)
+    name: AccountName | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.lease_ttl < timedelta(seconds=2):
+            raise _problem(
+                f"must be at least 2s, e.g. '30s', got {format_duration(self.lease_ttl)}",
+                ("lease_ttl",),
+            )
+        if self.heartbeat * 2 > self.lease_ttl:
+            raise _problem(
+                "must be at most half of lease_ttl "
+                f"({format_duration(self.lease_ttl)}) so that a lease is renewed twice before "
+                f"it can expire, got {format_duration(self.heartbeat)}",
+                ("heartbeat",),
+            )
+        return self
+
+    def member_name(self) -> str:
+        """The name this process goes by in the lease table."""
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+
 _UNRESOLVED = pydantic.SecretStr("")
 
 
@@ -647,6 +678,7 @@ class Settings(pydantic_settings.BaseSettings):
     web: WebSettings = pydantic.Field(default_factory=WebSettings)
     log: LogSettings = pydantic.Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = pydantic.Field(default_factory=ShutdownSettings)
+    cluster: ClusterSettings = pydantic.Field(default_factory=ClusterSettings)
     accounts: tuple[Account, ...] = ()
 
     _source_path: Path | None = pydantic.PrivateAttr(None)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, TextIO
 import structlog
 
 from collector import clock as clock_mod
-from collector import config as config_mod
 from collector import (
+    cluster,
     errors,
     graph,
     metrics_catalog,
@@ -33,6 +33,7 @@ from collector import (
     web,
     wiring,
 )
+from collector import config as config_mod
 from collector import plan as plan_mod
 from collector import store as store_mod
 from collector import telemetry as telemetry_mod
@@ -76,6 +77,11 @@ class Daemon:
         self.loop_lag = 0.0
         #: the schema was checked and the accounts synced (False while the database is away)
         self.database_ready = False
+        #: cluster mode: this process's leases
+        self.membership: cluster.Membership | None = None
+        self.limiter: ratelimit.Limiter | None = None
+        #: one heartbeat at a time (the loop's and a reload's)
+        self._beat_lock = asyncio.Lock()
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -166,7 +172,12 @@ class Daemon:
                 settings, self.clock, limiter, on_call=self.telemetry.api_call
             ) as client:
                 run = self.build_runner(client, limiter, catalog, once=False)
-                await run.set_accounts(wiring.targets_of(settings))
+                self.limiter = limiter
+                if settings.cluster.enabled:
+                    self._join_cluster(st, client, run)
+                    await self._cluster_beat(run)
+                else:
+                    await run.set_accounts(wiring.targets_of(settings))
                 if settings.web.enabled:
                     self.web = web.WebServer(
                         settings,
@@ -231,6 +242,11 @@ class Daemon:
             f"{run.stats.stories_missed} missed, "
             f"{'database up' if wr.db_up and self.database_ready else 'DATABASE DOWN'}, "
             f"spool {wr.spooled_batches} batches"
+            + (
+                f", holds {len(self.membership.held)} leases ({self.membership.members} members)"
+                if self.membership is not None
+                else ""
+            )
             + (f", SPOOL REFUSES ROWS ({wr.pending_rows} in memory)" if wr.degraded else "")
         )
 
@@ -250,6 +266,8 @@ class Daemon:
             rows_held=wr.pending_rows,
             degraded=wr.degraded,
         )
+        if self.membership is not None:
+            t.set_cluster(len(self.membership.held), self.membership.members)
         t.set_accounts(self._accounts_by_status())
         for uid, state in run.accounts.items():
             usage = run.limiter.accounts.get(uid)
@@ -286,6 +304,8 @@ class Daemon:
         }
         if not self.database_ready:
             tasks.add(asyncio.create_task(self._await_database(run), name="database"))
+        if self.membership is not None:
+            tasks.add(asyncio.create_task(self._cluster_loop(run), name="cluster"))
         try:
             watching = set(tasks)
             while watching:
@@ -310,6 +330,8 @@ class Daemon:
             if not runner_task.done():
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
+            if self.membership is not None:
+                await self._leave_cluster()
             writer_stop.set()
             for task in tasks:
                 if task.get_name() == "heartbeat":
@@ -332,6 +354,18 @@ class Daemon:
                 spool_bytes=wr.spool.size,
             )
 
+    async def _leave_cluster(self) -> None:
+        """A clean stop gives every lease back at once (the others take over within a
+        heartbeat, not a TTL)."""
+        assert self.membership is not None
+        held = len(self.membership.held)
+        try:
+            await self.membership.leave()
+        except errors.StoreError as exc:
+            self.log.warning("cluster_leave_failed", message=str(exc)[:300])
+            return
+        self.log.info("cluster_left", member=self.membership.name, released=held)
+
     async def _drain(self, run: runner.Runner) -> int:
         """In-flight jobs get the drain deadline, unless a second signal says hurry."""
         deadline = self.settings.shutdown.drain_timeout.total_seconds()
@@ -348,6 +382,82 @@ class Daemon:
             return await run.drain(0.0)
         hurry.cancel()
         return drain.result()
+
+    def _join_cluster(
+        self, st: store_mod.Store, client: graph.GraphClient, run: runner.Runner
+    ) -> None:
+        c = self.settings.cluster
+        member = self.membership = cluster.Membership(
+            st, name=c.member_name(), ttl=c.lease_ttl, heartbeat=c.heartbeat, log=self.log
+        )
+        st.fence_holder = member.name
+        client.permit = member.permit
+        run.gate = member.holds
+        run.epoch_of = member.epoch
+        self.log.info(
+            "cluster_joined",
+            member=member.name,
+            lease_ttl=c.lease_ttl.total_seconds(),
+            heartbeat=c.heartbeat.total_seconds(),
+        )
+
+    def _held_targets(self) -> wiring.Targets:
+        assert self.membership is not None
+        held = self.membership.accounts()
+        return [t for t in wiring.targets_of(self.settings) if t[0].ig_user_id in held]
+
+    async def _cluster_beat(self, run: runner.Runner) -> None:
+        """One heartbeat: renew, balance and claim leases, and apply what changed."""
+        async with self._beat_lock:
+            await self._cluster_beat_locked(run)
+
+    async def _cluster_beat_locked(self, run: runner.Runner) -> None:
+        member = self.membership
+        assert member is not None
+        wanted = [t.ig_user_id for t, _ in wiring.targets_of(self.settings)]
+        try:
+            change = await member.beat(wanted)
+        except errors.StoreError as exc:
+            self.log.warning("cluster_heartbeat_failed", message=str(exc)[:300])
+            if not member.valid():
+                await run.stop_accounts(sorted(member.lapse()))
+            return
+        if change.lost:
+            self.log.warning("leases_lost", accounts=len(change.lost))
+            await run.stop_accounts(sorted(change.lost))
+        if change.surplus:
+            # stopped here first (their running jobs end and hand over their rows), then given
+            # back: never two processes at once
+            await run.stop_accounts(sorted(change.surplus))
+            await member.release(sorted(change.surplus))
+        if change.gained or change.lost or set(run.accounts) != member.accounts():
+            await run.set_accounts(self._held_targets())
+        await self._share_app_pause(member)
+
+    async def _share_app_pause(self, member: cluster.Membership) -> None:
+        """An app-level pause seen here pauses every member; one seen elsewhere pauses us."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        shared = await member.store.app_throttle()
+        now = self.clock.now()
+        mine = limiter.app_paused_until
+        if shared is not None and limiter.share_app_pause(shared[0], shared[1]):
+            self.log.warning(
+                "app_throttle_shared", paused_until=shared[0].isoformat(), reason=shared[1]
+            )
+        elif mine is not None and mine > now and (shared is None or mine > shared[0]):
+            await member.store.set_app_throttle(mine, limiter.app_reason or "", member.name)
+
+    async def _cluster_loop(self, run: runner.Runner) -> None:
+        assert self.membership is not None
+        every = self.settings.cluster.heartbeat.total_seconds()
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
+            if self.stop.is_set():
+                return
+            await self._cluster_beat(run)
 
     async def _await_database(self, run: runner.Runner) -> None:
         """Until the database answers: then check the schema, replay the spool and complete
@@ -394,10 +504,13 @@ class Daemon:
                 return
         run = self.runner
         run.apply_plan(plan_mod.Plan.from_settings(fresh))
-        await run.set_accounts(wiring.targets_of(fresh))
+        self.settings = fresh
+        if self.membership is not None:
+            await self._cluster_beat(run)  # the accounts to share changed: balance now
+        else:
+            await run.set_accounts(wiring.targets_of(fresh))
         if self.web is not None:
             self.web.reconfigure(fresh)
-        self.settings = fresh
         self.log.info("config_reloaded", accounts=len(run.accounts))
 
 

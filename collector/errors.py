@@ -33,6 +33,10 @@ class DatabaseUnavailable(StoreError):
     """PostgreSQL cannot be reached."""
 
 
+class LeaseLost(CollectorError):
+    """This process no longer holds the account's lease (cluster mode): no call, no write."""
+
+
 class SchemaError(CollectorError):
     """The database schema is not what this version of the collector expects."""
 

@@ -124,6 +124,8 @@ class GraphClient:
         self.retry_max = retry_max
         self.clock: clock_mod.Clock = clock or clock_mod.SystemClock()
         self.limiter = limiter or ratelimit.Limiter()
+        #: raises (``errors.LeaseLost``) before a call for an account this process must leave
+        self.permit: Callable[[str | None], None] | None = None
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311  (backoff jitter, not cryptography)
         self._on_call = on_call
@@ -199,6 +201,8 @@ class GraphClient:
     ) -> Response:
         attempt = 0
         while True:
+            if self.permit is not None:
+                self.permit(account)  # cluster mode: only for an account whose lease we hold
             blocked = self.limiter.blocked_until(account, self.clock.now())
             if blocked is not None:
                 # Never call a throttled account or app: the caller decides what to do instead.

@@ -178,6 +178,8 @@ class AccountStatusChange:
     status: AccountStatus
     reason: str | None
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,6 +188,8 @@ class AccountSuccess:
 
     ig_user_id: IgUserId
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +202,8 @@ class TokenCheck:
     data_access_expires_at: datetime | None
     scopes: tuple[str, ...]
     checked_at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,6 +215,8 @@ class AccountUsage:
     paused_until: datetime | None
     throttle_events: int
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -219,6 +219,15 @@ class Limiter:
             self.app_paused_until = until
             self.app_reason = reason
 
+    def share_app_pause(self, until: datetime, reason: str | None) -> bool:
+        """An app-level pause another collector process saw (cluster mode); True if it is
+        later than the one known here."""
+        if self.app_paused_until is not None and until <= self.app_paused_until:
+            return False
+        self.app_paused_until = until
+        self.app_reason = reason
+        return True
+
     def blocked_until(self, account: str | None, now: datetime) -> datetime | None:
         """When calls for ``account`` may go out again, or ``None`` if they may now."""
         until: datetime | None = None

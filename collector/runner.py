@@ -18,7 +18,7 @@ import asyncio
 import collections
 import dataclasses
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from collector import (
     metrics_catalog,
     models,
     ratelimit,
+    records,
     scheduler,
     stories,
 )
@@ -178,6 +179,9 @@ class Runner:
         self._expiries: list[tuple[datetime, str, str]] = []
         self._running: dict[asyncio.Task[None], scheduler.Job] = {}
         self._wake = asyncio.Event()
+        #: cluster mode: whether this process still holds an account's lease, and its epoch
+        self.gate: Callable[[str], bool] | None = None
+        self.epoch_of: Callable[[str], int | None] | None = None
 
     # ------------------------------------------------------------------ plan and accounts
 
@@ -215,11 +219,7 @@ class Runner:
         """Start added accounts, stop removed ones, apply token and override changes."""
         wanted = {t.ig_user_id: (t, o) for t, o in targets}
         readable = True
-        for uid in list(self.accounts):
-            if uid not in wanted:
-                self.scheduler.remove_account(uid)
-                del self.accounts[uid]
-                self.log.info("account_stopped", ig_user_id=uid)
+        await self.stop_accounts([uid for uid in self.accounts if uid not in wanted])
         for uid, (target, overrides) in wanted.items():
             state = self.accounts.get(uid)
             if state is None:
@@ -237,6 +237,35 @@ class Runner:
                 self.log.info("account_unparked", account=target.name, reason="token changed")
                 await self._unpark(state)
         self._wake.set()
+
+    async def stop_accounts(self, uids: Sequence[str]) -> None:
+        """Stop collecting accounts now: their running jobs are cancelled (what they collected
+        goes to the writer while this process may still write for them) and they leave memory."""
+        gone = set(uids) & set(self.accounts)
+        if not gone:
+            return
+        running = [t for t, j in self._running.items() if j.account in gone]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+            for task in running:
+                finished = self._running.pop(task, None)
+                if finished is not None:
+                    self.scheduler.done(finished)
+        for uid in gone:
+            self.scheduler.remove_account(uid)
+            del self.accounts[uid]
+            self.log.info("account_stopped", ig_user_id=uid)
+
+    def _stamp(self, uid: str, batch: models.Batch) -> None:
+        """The lease epoch on the account bookkeeping (cluster mode)."""
+        epoch = self.epoch_of(uid) if self.epoch_of is not None else None
+        if epoch is None:
+            return
+        for part in records.FENCED:
+            found = getattr(batch, part)
+            found[:] = [dataclasses.replace(r, epoch=epoch) for r in found]
 
     def _queue(self, job: scheduler.Job) -> None:
         """Queue a job; in ``run --once`` a job already run in this pass is not queued again
@@ -450,6 +479,13 @@ class Runner:
             next_job = self.scheduler.take(now, max_priority=ceiling)
             if next_job is None:
                 break
+            if self.gate is not None and not self.gate(next_job.account):
+                # the lease is going (or gone): nothing starts for the account; the cluster
+                # loop stops it or renews the lease within a heartbeat
+                self.scheduler.done(next_job)
+                self.scheduler.block(next_job.account, now + timedelta(seconds=1))
+                self.scheduler.add(next_job)
+                continue
             lateness = (now - next_job.due_at).total_seconds()
             self.stats.max_lateness = max(self.stats.max_lateness, lateness)
             companions: list[scheduler.Job] = []
@@ -538,7 +574,7 @@ class Runner:
                 batch.successes.append(models.AccountSuccess(state.target.ig_user_id, now))
             else:
                 batch.statuses[0] = dataclasses.replace(batch.statuses[0], reason=tally.reason)
-            await self._write(batch)
+            await self._write(batch, state)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run jobs until ``stop`` is set; in-flight jobs are left to :meth:`drain`."""
@@ -597,6 +633,7 @@ class Runner:
         if state is not None:
             state.tally.metric_rows += len(batch.media_metrics) + len(batch.account_metrics)
             state.tally.errors += len(batch.errors)
+            self._stamp(state.target.ig_user_id, batch)
         await self.writer.write(batch)
 
     async def _set_status(
@@ -607,7 +644,7 @@ class Runner:
         change = models.AccountStatusChange(
             state.target.ig_user_id, status, reason, self.clock.now()
         )
-        await self._write(models.Batch(statuses=[change]))
+        await self._write(models.Batch(statuses=[change]), state)
 
     def _pace(self, uid: str) -> None:
         """Near the account's usage limit, start only the jobs that cannot wait."""
@@ -647,7 +684,8 @@ class Runner:
                         state.target.ig_user_id, usage.percent, paused, usage.throttle_events, now
                     )
                 ]
-            )
+            ),
+            state,
         )
 
     async def _execute(self, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()) -> None:
@@ -662,6 +700,18 @@ class Runner:
         try:
             outcome = await self._execute_guarded(state, job, companions, out)
         finally:
+            if self.gate is not None and not self.gate(job.account):
+                # collected while the lease ran out (a frozen process, a lost database):
+                # another member may hold the account now, so none of it is written
+                if len(out):
+                    self.log.warning(
+                        "rows_discarded",
+                        account=state.target.name,
+                        rows=len(out),
+                        reason=("the lease ran out while the job ran"),
+                    )
+                out = models.Batch()
+            self._stamp(job.account, out)
             self._account_rows(state, out)
             self.writer.add(out)
             self._pace(job.account)
@@ -687,6 +737,9 @@ class Runner:
         started = self.clock.monotonic()
         try:
             await self._dispatch(state, job, companions, out)
+        except errors.LeaseLost:
+            self._queue(job)
+            return "lease_lost"
         except errors.BudgetPause as exc:
             # Usage reached the pause mark mid-job: keep what it got, run the rest later.
             self._queue(job)

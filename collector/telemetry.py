@@ -136,6 +136,16 @@ class Telemetry:
             "1 while the spool cannot take rows (a full or failing disk) and rows wait in memory.",
             registry=r,
         )
+        self.accounts_held = prometheus_client.Gauge(
+            "collector_accounts_held",
+            "Cluster mode: accounts whose lease this process holds (it collects them).",
+            registry=r,
+        )
+        self.cluster_members = prometheus_client.Gauge(
+            "collector_cluster_members",
+            "Cluster mode: live collector processes sharing the accounts.",
+            registry=r,
+        )
         self.spool_bytes = prometheus_client.Gauge(
             "collector_spool_bytes", "Size of the spool of unwritten batches.", registry=r
         )
@@ -249,6 +259,10 @@ class Telemetry:
             self.rows_held.set(rows_held)
         if degraded is not None:
             self.degraded.set(1 if degraded else 0)
+
+    def set_cluster(self, held: int, members: int) -> None:
+        self.accounts_held.set(held)
+        self.cluster_members.set(members)
 
     # ------------------------------------------------------------------ exposition
 

@@ -393,3 +393,96 @@ set usage_percent = $2,
 where ig_user_id = $1
   and (usage_at is null or usage_at <= $3)
 returning ig_user_id;
+
+-- name: cluster_heartbeat
+-- A member says it is alive and how many leases it holds.
+insert into cluster_member as cm (name, started_at, heartbeat_at, held)
+values ($1, now(), now(), $2)
+on conflict (name) do update set heartbeat_at = now(), held = excluded.held;
+
+-- name: cluster_live
+-- The live members (heartbeat younger than the lease TTL); long-gone ones are forgotten.
+with gone as (
+    delete from cluster_member where heartbeat_at < now() - 10 * $1::interval
+)
+select name from cluster_member where heartbeat_at > now() - $1::interval order by name;
+
+-- name: cluster_leave
+delete from cluster_member where name = $1;
+
+-- name: lease_ensure
+-- Every resource the configuration names has its row (free until claimed).
+insert into lease (resource)
+select unnest($1::text[])
+on conflict (resource) do nothing;
+
+-- name: lease_renew
+-- Extend the leases this member still holds, at the epoch it holds them; a lease that expired
+-- (the member was frozen, or cut from the database, past the TTL) is not renewed: its holder
+-- must stop, and may claim it again later under a new epoch.
+update lease l
+set expires_at = now() + $4::interval
+from unnest($2::text[], $3::bigint[]) as h(resource, epoch)
+where l.resource = h.resource
+  and l.holder = $1
+  and l.epoch = h.epoch
+  and l.expires_at > now()
+returning l.resource, l.epoch;
+
+-- name: lease_claim
+-- Claim up to $3 free or expired leases among $2, those whose account has the soonest story
+-- still waiting for its final snapshot first; rows another member is claiming are skipped.
+with free as (
+    select l.resource
+    from lease l
+    where l.resource = any($2::text[])
+      and (l.holder is null or l.expires_at is null or l.expires_at <= now())
+    order by (
+        select min(m.expires_at)
+        from media m
+        where m.ig_user_id = substr(l.resource, 9)
+          and l.resource like 'account:%'
+          and m.expires_at > now()
+          and m.final_captured_at is null
+    ) nulls last, l.resource
+    limit $3
+    for update of l skip locked
+)
+update lease l
+set holder = $1, epoch = l.epoch + 1, expires_at = now() + $4::interval, claimed_at = now()
+from free
+where l.resource = free.resource
+returning l.resource, l.epoch;
+
+-- name: lease_release
+update lease
+set holder = null, expires_at = null
+where holder = $1 and resource = any($2::text[]);
+
+-- name: lease_holders
+-- Who holds each resource now, and at which epoch (for fencing writes).
+select resource, holder, epoch, expires_at
+from lease
+where resource = any($1::text[]);
+
+-- name: lease_fence
+-- The holders of the accounts a batch's bookkeeping was decided for, share-locked until the
+-- batch commits (a claim skips a locked row).
+select resource, holder, epoch
+from lease
+where resource = any($1::text[])
+for share;
+
+-- name: app_throttle_get
+select paused_until, reason, set_by from app_throttle where paused_until > now();
+
+-- name: app_throttle_set
+-- The app-level pause a member saw: the latest end wins.
+insert into app_throttle as t (id, paused_until, reason, set_by, set_at)
+values (true, $1, $2, $3, now())
+on conflict (id) do update set
+    paused_until = excluded.paused_until,
+    reason = excluded.reason,
+    set_by = excluded.set_by,
+    set_at = excluded.set_at
+where excluded.paused_until > t.paused_until;

@@ -53,7 +53,20 @@ def _token(request: web.Request, params: dict[str, str]) -> str | None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """Every request: latency, faults, then the Graph dispatcher."""
+    """Every request: latency, faults, then the Graph dispatcher (the requests in flight per
+    account are counted: a collector must never have two at once for one account)."""
+    g = request.app[GRAPH_KEY]
+    header = request.headers.get("Authorization", "")
+    acct = g.world.account_by_token(header.partition(" ")[2].strip()) if header else None
+    account_id = acct.ig_user_id if acct is not None else None
+    g.stats.enter(account_id)
+    try:
+        return await _handle(request)
+    finally:
+        g.stats.leave(account_id)
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
     g = request.app[GRAPH_KEY]
     settings = request.app[SETTINGS_KEY]
     rng = request.app[RNG_KEY]

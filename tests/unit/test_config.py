@@ -437,7 +437,7 @@ def test_unknown_keys_everywhere(tmp_path: Path) -> None:
         '[[schedule.media_tiers]]\nmax_age = "1d"\nevery = "1h"\noften = true\n'
     )
     message = problems(tmp_path, text)
-    assert "colour: unknown key: valid keys here are database, graph" in message
+    assert "colour: unknown key: did you mean 'cluster'? valid keys here are database" in message
     assert "(collector.toml line 1)" in message
     assert "databse: unknown key: did you mean 'database'?" in message
     assert "(collector.toml line 2)" in message
@@ -688,6 +688,7 @@ def test_example_documents_every_key() -> None:
         "web": config.WebSettings,
         "log": config.LogSettings,
         "shutdown": config.ShutdownSettings,
+        "cluster": config.ClusterSettings,
     }
     assert set(sections) | {"accounts"} == set(config.Settings.model_fields)
     for name, model in sections.items():
