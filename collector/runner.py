@@ -410,7 +410,7 @@ class Runner:
     def _pace(self, uid: str) -> None:
         """Near the account's usage limit, start only the jobs that cannot wait."""
         limiter = self.client.limiter
-        level = limiter.level(uid)
+        level = limiter.level(uid, self.clock.now())
         if level == "ok":
             self.scheduler.restrict(uid, None, None)
             return
@@ -475,12 +475,12 @@ class Runner:
             await self._dispatch(state, job, companions)
         except errors.BudgetPause as exc:
             # Usage reached the pause mark mid-job: keep what it got, run the rest later.
-            if isinstance(exc.batch, models.Batch):
-                await self._write(exc.batch)
+            await self._keep_partial(state, exc)
             self.scheduler.add(job)
             log.info("account_paced", reason=str(exc))
             return "paced"
         except (errors.AccountThrottled, errors.AppThrottled) as exc:
+            await self._keep_partial(state, exc)
             self.stats.throttle_pauses += 1
             until = self.client.limiter.blocked_until(job.account, self.clock.now())
             until = until or self.clock.now() + timedelta(seconds=exc.retry_after or 60)
@@ -500,9 +500,11 @@ class Runner:
             )
             return "throttled"
         except errors.AccountError as exc:
+            await self._keep_partial(state, exc)
             await self._park(state, exc)
             return "account_error"
         except errors.GraphError as exc:
+            await self._keep_partial(state, exc)
             self.stats.jobs_failed += 1
             now = self.clock.now()
             await self._write(
@@ -528,6 +530,15 @@ class Runner:
             await self._set_status(state, models.AccountStatus.OK, None)
         log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
         return "ok"
+
+    async def _keep_partial(self, state: AccountState, exc: errors.GraphError) -> None:
+        """Store what a job collected before ``exc`` stopped it; account insights resume after
+        the days it completed."""
+        if isinstance(exc.batch, models.Batch):
+            await self._write(exc.batch)
+        done = exc.complete_until
+        if done is not None and (state.last_metric_end is None or done > state.last_metric_end):
+            state.last_metric_end = done
 
     def _retry_later(self, job: scheduler.Job, now: datetime) -> None:
         if job.kind is Kind.STORY_INSIGHTS:
