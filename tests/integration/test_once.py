@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from collector import clock, daemon, errors
+from collector import clock, config, daemon, errors
 from collector.simulator import server
 
 from .conftest import MakeSettings
@@ -468,3 +468,35 @@ async def test_unknown_account_metric_is_learned_and_the_rest_collected(
     fake_clock.advance(3600)
     assert (await _run(settings, fake_clock))[0] == 0
     assert not [r for r in sim.stats.requests if r.error and r.error.startswith("100")]
+
+
+async def test_account_its_token_cannot_read_is_parked_unhealthy(
+    sim_factory: Any, make_settings: MakeSettings, fake_clock: clock.FakeClock, db_dsn: str
+) -> None:
+    sim = await sim_factory(accounts=2)
+    borrowed, owner = sim.world.accounts
+    settings = make_settings(sim, sections={"schedule": {"account_insights_backfill_days": 2}})
+    path = settings.source_path
+    assert path is not None
+    (path.parent / f"{borrowed.username}.token").write_text(owner.token + "\n")  # not its own
+    settings = config.load(path, environ={})
+    rc, summary = await _run(settings, fake_clock)
+    assert rc == 1
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        row = await conn.fetchrow(
+            "select status, status_reason from account where ig_user_id = $1",
+            borrowed.ig_user_id,
+        )
+        assert row["status"] == "unhealthy"
+        assert (
+            f"the token cannot read account {borrowed.ig_user_id}: mistyped ig_user_id or "
+            "another account's token" in row["status_reason"]
+        )
+        owner_status = await conn.fetchval(
+            "select status from account where ig_user_id = $1", owner.ig_user_id
+        )
+        assert owner_status == "ok"
+    finally:
+        await conn.close()
+    assert "unhealthy" in summary
