@@ -1,4 +1,5 @@
-"""``python -m collector check``: config, database, schema and tokens, as a readable table."""
+"""``python -m collector check``: config, database, schema, tokens and the account each token
+reads, as a readable table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from collector import clock as clock_mod
-from collector import errors, graph, wiring
+from collector import errors, graph, parse, wiring
 from collector import store as store_mod
 
 if TYPE_CHECKING:
@@ -83,6 +84,30 @@ async def _token(
     return Line(what, True, f"valid, {len(info.scopes)} scopes, {expiry}")
 
 
+async def _account(client: graph.GraphClient, ig_user_id: str, name: str, token: str) -> Line:
+    """Whether the token reads the account it is configured for (``GET /{ig-user-id}``)."""
+    what = f"account {name}"
+    try:
+        resp = await client.get(
+            ig_user_id, {"fields": "id,username"}, token=token, account=ig_user_id
+        )
+    except errors.AccountUnreadable as exc:
+        return Line(what, False, str(exc)[:300])
+    except errors.GraphError as exc:
+        return Line(what, False, f"cannot read account {ig_user_id}: {exc.describe()[:200]}")
+    got = parse.object_id(resp.body.get("id"))
+    username = parse.text(resp.body.get("username"), 200)
+    if got != ig_user_id:
+        return Line(
+            what,
+            False,
+            f"ig_user_id is {ig_user_id} but the token reads account {got or 'without an id'}"
+            f"{f' (@{username})' if username else ''}: fix ig_user_id or give this account's "
+            "token",
+        )
+    return Line(what, True, f"{ig_user_id} is @{username or '?'}")
+
+
 async def run(
     settings: config.Settings, *, out: TextIO, clock: clock_mod.Clock | None = None
 ) -> int:
@@ -112,6 +137,13 @@ async def run(
                 for a in settings.enabled_accounts()
             )
         )
-    lines.extend(token_lines)
+        account_lines = await asyncio.gather(
+            *(
+                _account(client, a.ig_user_id, a.name, a.token.get_secret_value())
+                for a in settings.enabled_accounts()
+            )
+        )
+    for token_line, account_line in zip(token_lines, account_lines, strict=True):
+        lines.extend((token_line, account_line))
     print(_table(lines), file=out)
     return 0 if all(line.ok for line in lines) else 1

@@ -391,6 +391,10 @@ class GraphSettings(Section):
     retry_base: Duration = timedelta(seconds=1)
     retry_max: Duration = timedelta(seconds=60)
     page_size: int = pydantic.Field(default=50, ge=1, le=100)
+    max_body_bytes: pydantic.ByteSize = pydantic.Field(
+        default=pydantic.ByteSize(8 * 1024 * 1024), ge=64 * 1024, le=256 * 1024 * 1024
+    )
+    max_pages: int = pydantic.Field(default=1000, ge=1, le=100_000)
 
     _app_secret_source: str = pydantic.PrivateAttr("not set")
 

@@ -648,7 +648,7 @@ class Runner:
 
     def _pace(self, uid: str) -> None:
         """Near the account's usage limit, start only the jobs that cannot wait."""
-        level = self.limiter.level(uid)
+        level = self.limiter.level(uid, self.clock.now())
         if level == "ok":
             self.scheduler.restrict(uid, None, None)
             return
@@ -742,6 +742,7 @@ class Runner:
             return "lease_lost"
         except errors.BudgetPause as exc:
             # Usage reached the pause mark mid-job: keep what it got, run the rest later.
+            self._resume_after(state, exc)
             self._queue(job)
             if self.once:
                 state.tally.saw(
@@ -750,6 +751,7 @@ class Runner:
             log.info("account_paced", reason=str(exc))
             return "paced"
         except (errors.AccountThrottled, errors.AppThrottled) as exc:
+            self._resume_after(state, exc)
             self.stats.throttle_pauses += 1
             now = self.clock.now()
             until = self.limiter.blocked_until(job.account, now)
@@ -772,6 +774,7 @@ class Runner:
             await self._park(state, exc)
             return "account_error"
         except errors.GraphError as exc:
+            self._resume_after(state, exc)
             self.stats.jobs_failed += 1
             state.tally.jobs_failed += 1
             now = self.clock.now()
@@ -798,6 +801,14 @@ class Runner:
             await self._set_status(state, models.AccountStatus.OK, None)
         log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
         return "ok"
+
+    @staticmethod
+    def _resume_after(state: AccountState, exc: errors.GraphError) -> None:
+        """Account insights stopped midway (their rows are in ``out``) resume after the days
+        they completed, not from the same first day again."""
+        done = exc.complete_until
+        if done is not None and (state.last_metric_end is None or done > state.last_metric_end):
+            state.last_metric_end = done
 
     def _retry_later(self, state: AccountState, job: scheduler.Job, now: datetime) -> None:
         if job.kind is not Kind.STORY_INSIGHTS:

@@ -58,6 +58,8 @@ def build_client(
         limiter=limiter,
         max_in_flight=settings.limits.max_in_flight,
         on_call=on_call,
+        max_body_bytes=int(g.max_body_bytes),
+        max_pages=g.max_pages,
     )
 
 

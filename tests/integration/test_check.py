@@ -57,3 +57,32 @@ async def test_check_without_a_reachable_database(sim_factory: Any, tmp_path: Pa
     text = out.getvalue()
     assert "FAIL  database" in text
     assert "hunter2pw" not in text
+
+
+async def test_check_names_an_account_its_token_cannot_read(
+    sim_factory: Any, tmp_path: Path, db_dsn: str, fake_clock: clock.FakeClock
+) -> None:
+    sim = await sim_factory(accounts=3)
+    mistyped, borrowed, fine = sim.world.accounts
+    path = write_config(tmp_path / "c.toml", sim, db_dsn)
+    # one ig_user_id mistyped, one account given another account's token
+    path.write_text(path.read_text().replace(mistyped.ig_user_id, "17841400000000001"))
+    (tmp_path / f"{borrowed.username}.token").write_text(fine.token + "\n")
+    out = io.StringIO()
+    assert await checks.run(config.load(path, environ={}), out=out, clock=fake_clock) == 1
+    lines = out.getvalue().splitlines()
+
+    def line_of(what: str) -> str:
+        found = [line for line in lines if line[6:].startswith(what + " ")]
+        assert len(found) == 1, (what, lines)
+        return found[0]
+
+    # both tokens are valid: only reading the account tells
+    assert line_of(f"token {mistyped.username}").startswith("ok")
+    for acct, uid in ((mistyped, "17841400000000001"), (borrowed, borrowed.ig_user_id)):
+        line = line_of(f"account {acct.username}")
+        assert line.startswith("FAIL"), line
+        assert f"the token cannot read account {uid}" in line
+        assert "mistyped ig_user_id or another account's token" in line
+    assert line_of(f"account {fine.username}").startswith("ok")
+    assert f"@{fine.username}" in line_of(f"account {fine.username}")
