@@ -20,6 +20,8 @@ class RequestRecord:
     error: str | None
     fault: str | None
     in_batch: bool
+    #: "facebook" (graph.facebook.com) or "instagram" (graph.instagram.com)
+    host: str = "facebook"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

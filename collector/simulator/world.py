@@ -33,6 +33,8 @@ SCOPES = (
     "pages_show_list",
 )
 MAX_ACCOUNTS = 10_000
+#: a refreshed Instagram Login token lives 60 days (refresh_access_token reference)
+INSTAGRAM_TOKEN_LIFETIME = timedelta(days=60)
 MAX_MEDIA = 10_000
 MAX_STORIES = 100
 
@@ -120,6 +122,14 @@ class WorldConfig:
     feed_views_rejected_fraction: float = 0.0
     #: Facebook Pages without a linked IG account listed by the user token's /me/accounts
     extra_pages: int = 1
+    #: account indexes on the Instagram API with Instagram Login: no Facebook Page, an
+    #: Instagram User token served by the instagram host only
+    instagram_login: frozenset[int] = frozenset()
+    #: account indexes whose Page token (handed out by /me/accounts) cannot read the account
+    unreadable: frozenset[int] = frozenset()
+    #: a Meta app created after 2026-11-04: multi-ID ``?ids=``, field aliases (``.as()``) and
+    #: asynchronous batch requests are refused (Graph API v27 announcement)
+    new_app: bool = False
     app_id: str | None = None
     app_secret: str | None = None
     #: lifetime of every account token from world creation; None = never expires
@@ -221,6 +231,15 @@ class Account:
     follows: int
     conversion_at: datetime | None
     gone: bool = False
+    #: "facebook" or "instagram" (Instagram Login: no Page, served by the instagram host)
+    login: str = "facebook"
+    #: False: the Page token /me/accounts hands out cannot read this account
+    readable: bool = True
+    #: False: the Page no longer appears in /me/accounts (removed from the Business)
+    page_listed: bool = True
+    #: refresh_access_token refuses this account's token (a test's failure injection)
+    refresh_fails: bool = False
+    refreshes: int = 0
 
     @property
     def low_followers(self) -> bool:
@@ -429,6 +448,7 @@ class World:
         issued = self.created_at - timedelta(days=1 + 20 * unit(seed, "issued", i))
         issued = issued.replace(microsecond=0)
         expires = None if lifetime is None else (self.created_at + lifetime).replace(microsecond=0)
+        instagram = i in cfg.instagram_login
         acct = Account(
             index=i,
             ig_user_id=ig,
@@ -437,7 +457,8 @@ class World:
             user_id=self._unique_id(17, "10", "fbuser", i),
             username=f"sim_acct_{i + 1}",
             name=f"Simulated Account {i + 1}",
-            token="EAAsim" + _chars(58, _ALPHABET, seed, "token", i),
+            # Instagram User tokens start with IG, Facebook ones with EAA
+            token=("IGAAsim" if instagram else "EAAsim") + _chars(58, _ALPHABET, seed, "token", i),
             token_state="ok",  # noqa: S106 - a state name, not a secret
             token_issued_at=issued,
             token_expires_at=expires,
@@ -448,6 +469,9 @@ class World:
             follower_rate=rate,
             follows=10 + int(900 * unit(seed, "follows", i)),
             conversion_at=None,
+            login="instagram" if instagram else "facebook",
+            readable=i not in cfg.unreadable,
+            page_listed=not instagram,
         )
         self.accounts.append(acct)
         self._by_ig[ig] = acct
@@ -678,6 +702,40 @@ class World:
     def remove_account(self, ig_user_id: str) -> None:
         """The IG account is unlinked/deleted: its objects answer 100/33."""
         self._by_ig[ig_user_id].gone = True
+
+    def remove_page(self, ig_user_id: str) -> None:
+        """The account's Page leaves the token's Pages: /me/accounts no longer lists it."""
+        self._by_ig[ig_user_id].page_listed = False
+
+    def set_refresh_fails(self, ig_user_id: str, fails: bool = True) -> None:
+        """refresh_access_token refuses (or accepts again) this account's token."""
+        self._by_ig[ig_user_id].refresh_fails = fails
+
+    def refresh_token(self, token: str, now: datetime) -> tuple[str, int]:
+        """``refresh_access_token``: a new 60-day token for an Instagram Login token at least
+        24 h old and not expired; the old token stops working. Raises ValueError (why)."""
+        acct = self._by_token.get(token)
+        if acct is None or acct.login != "instagram":
+            raise ValueError("not an Instagram User access token")
+        expires = acct.token_expires_at
+        if acct.token_state == "expired" or (  # noqa: S105 - a state name, not a secret
+            expires is not None and now >= expires
+        ):
+            raise ValueError("expired")
+        if now - acct.token_issued_at < timedelta(hours=24):
+            raise ValueError("too young")
+        if acct.refresh_fails:
+            raise ValueError("refused")
+        acct.refreshes += 1
+        fresh = "IGAAsim" + _chars(
+            58, _ALPHABET, self.seed, "refreshed", acct.index, acct.refreshes
+        )
+        del self._by_token[token]
+        acct.token = fresh
+        self._by_token[fresh] = acct
+        acct.token_issued_at = now.replace(microsecond=0)
+        acct.token_expires_at = (now + INSTAGRAM_TOKEN_LIFETIME).replace(microsecond=0)
+        return fresh, int(INSTAGRAM_TOKEN_LIFETIME.total_seconds())
 
     def post_story(
         self, ig_user_id: str, at: datetime | None = None, *, quiet: bool = False
