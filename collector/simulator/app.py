@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import socket
 import struct
 from typing import Any
@@ -67,6 +68,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         params.update({k: v for k, v in form.items() if isinstance(v, str)})
     token = _token(request, params)
     version, _, rest = request.path.lstrip("/").partition("/")
+    if not re.fullmatch(r"v\d+\.\d+", version) and request.app[HOST_KEY] == "instagram":
+        # graph.instagram.com also answers unversioned paths (refresh_access_token)
+        version, rest = "", request.path.lstrip("/")
     call = graph.Call(
         method=request.method,
         version=version,

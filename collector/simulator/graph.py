@@ -226,7 +226,7 @@ class Graph:
             stats.RequestRecord(
                 at=now,
                 method=call.method,
-                path=f"/{call.version}/{call.path}",
+                path=_record_path(call),
                 kind=ctx.kind,
                 account=account_id,
                 status=status,
@@ -253,7 +253,7 @@ class Graph:
             stats.RequestRecord(
                 at=self.world.clock.now(),
                 method=call.method,
-                path=f"/{call.version}/{call.path}",
+                path=_record_path(call),
                 kind="fault",
                 account=None,
                 status=status,
@@ -1054,6 +1054,11 @@ def _element(
         element["headers"] = [{"name": k, "value": v} for k, v in headers.items()]
     element["body"] = json.dumps(body, separators=(",", ":"))
     return element
+
+
+def _record_path(call: Call) -> str:
+    """The request path for the log (an unversioned call has no version segment)."""
+    return "/" + "/".join(p for p in (call.version, call.path) if p)
 
 
 def _refuse_legacy(call: Call) -> None:
