@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -72,8 +72,12 @@ class Collection:
     plan: Plan
     context_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     log: Any = dataclasses.field(default_factory=structlog.get_logger)
+    #: each login's client and catalog (Instagram Login accounts use their own host)
+    logins: Mapping[str, jobs.Login] | None = None
 
-    def context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
+    def context(
+        self, overrides: dict[str, Sequence[str]] | None, target: jobs.Target | None = None
+    ) -> jobs.Context:
         return jobs.context_for(
             client=self.client,
             catalog=self.catalog,
@@ -81,6 +85,8 @@ class Collection:
             log=self.log,
             overrides=overrides,
             defaults=self.context_defaults,
+            target=target,
+            logins=self.logins,
         )
 
     async def run_once(
@@ -106,7 +112,7 @@ class Collection:
     ) -> AccountResult:
         """Every job for one account, in order; the outcome is stored on the account row."""
         result = AccountResult(target.name, target.ig_user_id)
-        ctx = self.context(overrides)
+        ctx = self.context(overrides, target)
         log = self.log.bind(account=target.name, ig_user_id=target.ig_user_id)
         started = self.clock.monotonic()
         calls_before = sum(self.client.calls.values())
@@ -140,6 +146,14 @@ class Collection:
             account_metric_rows=result.account_metric_rows,
             errors=result.errors,
             seconds=result.seconds,
+        )
+        return result
+
+    async def park(self, target: jobs.Target, reason: str) -> AccountResult:
+        """Record an account that must not be collected (its token could not be renewed)."""
+        result = AccountResult(target.name, target.ig_user_id)
+        await self._fail(
+            target, result, models.AccountStatus.UNHEALTHY, errors.TokenInvalid(reason)
         )
         return result
 

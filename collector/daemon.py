@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
@@ -20,6 +20,7 @@ from collector import (
     metrics_catalog,
     models,
     ratelimit,
+    roster,
     runner,
     schema,
     spool,
@@ -42,17 +43,21 @@ def build_client(
     clock: clock_mod.Clock,
     *,
     on_call: graph.CallHook | None = None,
+    login: str = "facebook",
+    limiter: ratelimit.Limiter | None = None,
 ) -> graph.GraphClient:
+    """The client of one host (``login``: "facebook" or "instagram"); pass the limiter of the
+    other to share one picture of the app's and the accounts' budgets."""
     g = settings.graph
     lim = settings.limits
-    limiter = ratelimit.Limiter(
+    limiter = limiter or ratelimit.Limiter(
         high_water=lim.usage_high_water,
         pause_at=lim.usage_pause,
         floor=lim.throttle_floor,
         app_backoff_max=lim.app_backoff_max,
     )
     return graph.GraphClient(
-        base_url=g.base_url,
+        base_url=g.instagram_base_url if login == "instagram" else g.base_url,
         api_version=g.api_version,
         app_secret=g.app_secret.get_secret_value() if g.app_secret else None,
         timeout=g.timeout.total_seconds(),
@@ -108,6 +113,32 @@ async def open_store(settings: config.Settings) -> store_mod.Store:
     )
 
 
+@contextlib.asynccontextmanager
+async def opened_logins(
+    settings: config.Settings,
+    st: store_mod.Store,
+    clock: clock_mod.Clock,
+    *,
+    on_call: graph.CallHook | None = None,
+) -> AsyncIterator[dict[str, jobs.Login]]:
+    """Both APIs' clients (one limiter) and catalogs (each login learns its own rejections)."""
+    version = settings.graph.api_version
+    facebook = build_client(settings, clock, on_call=on_call)
+    instagram = build_client(
+        settings, clock, on_call=on_call, login="instagram", limiter=facebook.limiter
+    )
+    async with facebook, instagram:
+        logins = {}
+        for name, client, batching in (
+            ("facebook", facebook, True),
+            ("instagram", instagram, False),
+        ):
+            key = metrics_catalog.version_key(version, name)
+            catalog = metrics_catalog.Catalog(version, await st.metric_verdicts(key), login=name)
+            logins[name] = jobs.Login(client, catalog, batching)
+        yield logins
+
+
 def targets_of(
     settings: config.Settings,
 ) -> list[tuple[jobs.Target, dict[str, Sequence[str]] | None]]:
@@ -133,34 +164,14 @@ async def run_once(
     """One full pass over every enabled account; 0 when every account succeeded."""
     clock = clock or clock_mod.SystemClock()
     log = structlog.get_logger()
-    targets = targets_of(settings)
-    if not targets:
+    if not settings.enabled_accounts() and not settings.sources:
         raise errors.ConfigError(
             f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
-            "table (see config/collector.example.toml)"
+            "or a [[sources]] table (see config/collector.example.toml)"
         )
     st = await open_store(settings)
     try:
         await st.check_schema()
-        now = clock.now()
-        await st.sync_accounts(
-            [
-                models.AccountRow(models.IgUserId(a.ig_user_id), a.name, a.enabled)
-                for a in settings.accounts
-            ],
-            now,
-        )
-        for a in settings.accounts:
-            if not a.enabled:
-                await st.set_account_status(
-                    models.IgUserId(a.ig_user_id),
-                    models.AccountStatus.DISABLED,
-                    "enabled = false",
-                    now,
-                )
-        catalog = metrics_catalog.Catalog(
-            settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-        )
         sched = settings.schedule
         plan = collection.Plan(
             backfill_days=sched.account_insights_backfill_days,
@@ -169,18 +180,38 @@ async def run_once(
             per_account_in_flight=settings.limits.per_account_in_flight,
             accounts_at_once=max(16, 2 * settings.limits.max_in_flight),
         )
-        async with build_client(settings, clock) as client:
+        async with opened_logins(settings, st, clock) as logins:
+            client = logins["facebook"].client
+            names = roster.Roster(settings, logins, logger=log)
+            update = await names.update(clock.now(), force=True)
+            await prepare(settings, st, clock, names)
+            targets = names.targets()
             coll = collection.Collection(
                 client=client,
                 store=st,
-                catalog=catalog,
+                catalog=logins["facebook"].catalog,
                 clock=clock,
                 plan=plan,
                 context_defaults=context_defaults(settings),
                 log=log,
+                logins=logins,
             )
             log.info("pass_started", accounts=len(targets))
-            results = await coll.run_once(targets)
+            results = await coll.run_once(
+                [(t, o) for t, o in targets if t.ig_user_id not in update.park]
+            )
+            for target, _ in targets:
+                if target.ig_user_id in update.park:
+                    results.append(await coll.park(target, update.park[target.ig_user_id]))
+            results.extend(
+                collection.AccountResult(
+                    f"source {name}",
+                    "-",
+                    models.AccountStatus.FAILING,
+                    f"listing failed: {why}",
+                )
+                for name, why in sorted(names.discoverer.failed.items())
+            )
             log.info(
                 "pass_done",
                 accounts=len(results),
@@ -251,9 +282,11 @@ def build_runner(
     *,
     writer: writer_mod.Writer | None = None,
     telemetry: telemetry_mod.Telemetry | None = None,
+    logins: dict[str, jobs.Login] | None = None,
 ) -> runner.Runner:
     """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
     return runner.Runner(
+        logins=logins,
         telemetry=telemetry,
         write=writer.write if writer is not None else None,
         backpressure=(lambda: writer.backpressure) if writer is not None else None,
@@ -269,10 +302,19 @@ def build_runner(
     )
 
 
-async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
+async def prepare(
+    settings: config.Settings,
+    st: store_mod.Store,
+    clock: clock_mod.Clock,
+    names: roster.Roster | None = None,
+) -> None:
+    """The schema is current and the account table matches the configuration and listings."""
     await st.check_schema()
     now = clock.now()
-    await st.sync_accounts([a.row() for a in settings.accounts], now)
+    if names is None:
+        await st.sync_accounts([a.row() for a in settings.accounts], now)
+    else:
+        await st.sync_accounts(names.rows(), now, keep_sources=names.keep_sources)
     for a in settings.accounts:
         if not a.enabled:
             await st.set_account_status(
@@ -300,6 +342,7 @@ class Daemon:
         self.store: store_mod.Store | None = None
         self.writer: writer_mod.Writer | None = None
         self.runner: runner.Runner | None = None
+        self.roster: roster.Roster | None = None
         self.web: web.WebServer | None = None
         self.notifier = systemd.Notifier.from_environ(settings.systemd_env, log=self.log)
         self.telemetry = telemetry_mod.Telemetry()
@@ -325,23 +368,31 @@ class Daemon:
         settings = self.settings
         st = self.store = await open_store(settings)
         try:
-            await prepare(settings, st, self.clock)
+            await st.check_schema()
             sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
             wr = self.writer = writer_mod.Writer(st, sp, telemetry=self.telemetry, log=self.log)
             if sp.size:
                 wr.spooled_batches = sp.count()
                 self.log.info("spool_found", spool_bytes=sp.size, batches=wr.spooled_batches)
                 await wr.replay()
-            catalog = metrics_catalog.Catalog(
-                settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-            )
-            async with build_client(
-                settings, self.clock, on_call=self.telemetry.api_call
-            ) as client:
+            async with opened_logins(
+                settings, st, self.clock, on_call=self.telemetry.api_call
+            ) as logins:
+                names = self.roster = roster.Roster(settings, logins, logger=self.log)
+                update = await names.update(self.clock.now(), force=True)
+                await prepare(settings, st, self.clock, names)
                 run = self.runner = build_runner(
-                    settings, st, client, catalog, self.clock, writer=wr, telemetry=self.telemetry
+                    settings,
+                    st,
+                    logins["facebook"].client,
+                    logins["facebook"].catalog,
+                    self.clock,
+                    writer=wr,
+                    telemetry=self.telemetry,
+                    logins=logins,
                 )
-                await run.set_accounts(targets_of(settings))
+                await run.set_accounts(names.targets())
+                await self._park(update)
                 if settings.web.enabled:
                     self.web = web.WebServer(
                         settings,
@@ -364,6 +415,38 @@ class Daemon:
                 await self.web.stop()
             await st.close()
         return 0
+
+    async def _park(self, update: roster.Update) -> None:
+        for uid, reason in update.park.items():
+            if self.runner is not None:
+                await self.runner.park(uid, roster.park_error(reason))
+
+    async def _apply(self, settings: config.Settings) -> None:
+        """Account rows and runner targets as the roster now has them."""
+        assert self.roster is not None
+        assert self.runner is not None
+        assert self.store is not None
+        await prepare(settings, self.store, self.clock, self.roster)
+        await self.runner.set_accounts(self.roster.targets())
+
+    async def _accounts(self) -> None:
+        """Lists the sources and renews the tokens when due; applies what changed."""
+        while True:
+            assert self.roster is not None
+            due = self.roster.next_due()
+            now = self.clock.now()
+            wait = 3600.0 if due is None else max(0.0, min(3600.0, (due - now).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait + 0.001)
+            if self.stop.is_set():
+                return
+            update = await self.roster.update(self.clock.now())
+            if update.changed:
+                try:
+                    await self._apply(self.settings)
+                except errors.StoreError as exc:
+                    self.log.warning("accounts_update_deferred", message=str(exc)[:200])
+            await self._park(update)
 
     async def _webhook_sink(self, batch: models.Batch) -> None:
         """Webhook rows are made durable (database or spool) before Meta gets its 200."""
@@ -450,6 +533,7 @@ class Daemon:
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(wr.run(writer_stop), name="writer"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._accounts(), name="accounts"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -462,7 +546,7 @@ class Daemon:
             self.notifier.stopping()
             self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
-                if task.get_name() == "reloader":
+                if task.get_name() in ("reloader", "accounts"):
                     task.cancel()
             runner_task = next(t for t in tasks if t.get_name() == "runner")
             if not runner_task.done():
@@ -530,15 +614,20 @@ class Daemon:
         from collector import log as log_mod  # noqa: PLC0415
 
         log_mod.set_secrets(fresh.secrets())
+        run = self.runner
+        names = self.roster
+        assert names is not None
+        names.reconfigure(fresh)
+        update = await names.update(self.clock.now(), force=True)
         try:
-            await prepare(fresh, self.store, self.clock)
+            await prepare(fresh, self.store, self.clock, names)
         except errors.StoreError as exc:
             self.log.error("config_reload_failed", problem=str(exc))
             return
-        run = self.runner
         run.cadence = cadence_of(fresh)
         run.max_in_flight = fresh.limits.max_in_flight
-        await run.set_accounts(targets_of(fresh))
+        await run.set_accounts(names.targets())
+        await self._park(update)
         if self.web is not None:
             self.web.reconfigure(fresh)
         self.settings = fresh

@@ -119,8 +119,11 @@ class Runner:
         backpressure: Callable[[], bool] | None = None,
         telemetry: Any = None,
         log: Any = None,
+        logins: Mapping[str, jobs.Login] | None = None,
     ) -> None:
         self.client = client
+        #: each login's client and catalog (Instagram Login accounts use their own host)
+        self.logins = logins
         self.store = store
         self.catalog = catalog
         self.clock = clock
@@ -141,7 +144,9 @@ class Runner:
 
     # ------------------------------------------------------------------ accounts
 
-    def _context(self, overrides: dict[str, Sequence[str]] | None) -> jobs.Context:
+    def _context(
+        self, target: jobs.Target, overrides: dict[str, Sequence[str]] | None
+    ) -> jobs.Context:
         return jobs.context_for(
             client=self.client,
             catalog=self.catalog,
@@ -149,6 +154,8 @@ class Runner:
             log=self.log,
             overrides=overrides,
             defaults=self._context_defaults,
+            target=target,
+            logins=self.logins,
         )
 
     async def set_accounts(
@@ -164,16 +171,17 @@ class Runner:
         for uid, (target, overrides) in wanted.items():
             state = self.accounts.get(uid)
             if state is None:
-                state = AccountState(target, overrides, self._context(overrides))
+                state = AccountState(target, overrides, self._context(target, overrides))
                 self.accounts[uid] = state
                 await self._seed(state)
                 self.log.info("account_started", account=target.name, ig_user_id=uid)
                 continue
             token_changed = state.target.token != target.token
+            login_changed = state.target.login != target.login
             state.target = target
-            if overrides != state.overrides:
+            if overrides != state.overrides or login_changed:
                 state.overrides = overrides
-                state.context = self._context(overrides)
+                state.context = self._context(target, overrides)
             if token_changed and state.parked_reason is not None:
                 self.log.info("account_unparked", account=target.name, reason="token changed")
                 await self._unpark(state)
@@ -266,6 +274,12 @@ class Runner:
             subcode=exc.subcode,
             retry_at=state.parked_until.isoformat(),
         )
+
+    async def park(self, ig_user_id: str, exc: errors.GraphError) -> None:
+        """Stop an account from outside its jobs (a token that could not be renewed)."""
+        state = self.accounts.get(ig_user_id)
+        if state is not None and state.parked_reason is None:
+            await self._park(state, exc)
 
     async def _unpark(self, state: AccountState) -> None:
         state.parked_reason = None
@@ -800,6 +814,11 @@ class Runner:
             raise
         await self._write(batch)
         now = self.clock.now()
+        if self.telemetry is not None:
+            expires = info.expires_at or target.token_expires_at
+            self.telemetry.set_token_lifetime(
+                target.name, (expires - now).total_seconds() if expires is not None else None
+            )
         soonest = min(
             (t for t in (info.expires_at, info.data_access_expires_at) if t is not None),
             default=None,
