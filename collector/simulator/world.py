@@ -240,6 +240,8 @@ class Account:
     #: refresh_access_token refuses this account's token (a test's failure injection)
     refresh_fails: bool = False
     refreshes: int = 0
+    #: every token refresh_access_token handed out for this account (tests look for leaks)
+    issued_tokens: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def low_followers(self) -> bool:
@@ -731,6 +733,7 @@ class World:
             58, _ALPHABET, self.seed, "refreshed", acct.index, acct.refreshes
         )
         del self._by_token[token]
+        acct.issued_tokens.append(fresh)
         acct.token = fresh
         self._by_token[fresh] = acct
         acct.token_issued_at = now.replace(microsecond=0)
