@@ -84,17 +84,27 @@ def _graph_time_ts(ts: float) -> str:
 
 
 @functools.lru_cache(maxsize=65536)
+def day_bounds(day: date, zone: ZoneInfo = PACIFIC) -> tuple[float, float]:
+    """Start and end (epoch seconds) of a calendar day in ``zone``."""
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)
+    return start.timestamp(), end.timestamp()
+
+
+def local_day(ts: float, zone: ZoneInfo = PACIFIC) -> date:
+    """The calendar day in ``zone`` containing the instant ``ts``."""
+    return datetime.fromtimestamp(ts, zone).date()
+
+
 def pacific_day_bounds(day: date) -> tuple[float, float]:
     """Start and end (epoch seconds) of a US Pacific calendar day."""
-    start = datetime(day.year, day.month, day.day, tzinfo=PACIFIC)
-    nxt = day + timedelta(days=1)
-    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=PACIFIC)
-    return start.timestamp(), end.timestamp()
+    return day_bounds(day, PACIFIC)
 
 
 def pacific_day(ts: float) -> date:
     """The US Pacific calendar day containing the instant ``ts``."""
-    return datetime.fromtimestamp(ts, PACIFIC).date()
+    return local_day(ts, PACIFIC)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,6 +137,11 @@ class WorldConfig:
     instagram_login: frozenset[int] = frozenset()
     #: account indexes whose Page token (handed out by /me/accounts) cannot read the account
     unreadable: frozenset[int] = frozenset()
+    #: the time zone of account-insight day buckets: Pacific as our reference says, or an
+    #: account's own zone as airbyte PR #74006 reports (docs/graph-api-notes.md §5)
+    day_time_zone: str = "America/Los_Angeles"
+    #: per-account-index override of ``day_time_zone``
+    day_time_zones: Mapping[int, str] = dataclasses.field(default_factory=dict)
     #: a Meta app created after 2026-11-04: multi-ID ``?ids=``, field aliases (``.as()``) and
     #: asynchronous batch requests are refused (Graph API v27 announcement)
     new_app: bool = False
@@ -208,6 +223,8 @@ class WorldConfig:
             raise ValueError("latency/latency_jitter: must not be negative")
         if self.extra_pages < 0:
             raise ValueError(f"extra_pages: must not be negative, got {self.extra_pages}")
+        for zone in (self.day_time_zone, *self.day_time_zones.values()):
+            ZoneInfo(zone)  # an unknown zone raises here, with its name
 
 
 @dataclasses.dataclass(eq=False)
@@ -607,6 +624,11 @@ class World:
         """The account with this IG user id (KeyError when unknown)."""
         return self._by_ig[ig_user_id]
 
+    def day_zone(self, ig_user_id: str) -> ZoneInfo:
+        """The time zone the account's insight days are cut in."""
+        index = self._by_ig[ig_user_id].index
+        return ZoneInfo(self.config.day_time_zones.get(index, self.config.day_time_zone))
+
     def account_by_page(self, page_id: str) -> Account | None:
         return self._by_page.get(page_id)
 
@@ -876,9 +898,10 @@ class World:
     def account_day_value(
         self, ig_user_id: str, metric: str, day: date, at: datetime | float
     ) -> int:
-        """Value of an account metric for one Pacific day as known at ``at`` (partial today)."""
+        """Value of an account metric for one day (in the account's day zone) as known at
+        ``at`` (partial today)."""
         ts = at if isinstance(at, float | int) else at.timestamp()
-        start, end = pacific_day_bounds(day)
+        start, end = day_bounds(day, self.day_zone(ig_user_id))
         if ts <= start:
             return 0
         if metric == "follower_count":
@@ -901,9 +924,10 @@ class World:
         if metric in ("follows_and_unfollows", "follower_count"):
             return self.followers_count(ig_user_id, stop) - self.followers_count(ig_user_id, since)
         total = 0.0
-        day = pacific_day(since)
+        zone = self.day_zone(ig_user_id)
+        day = local_day(since, zone)
         while True:
-            start, end = pacific_day_bounds(day)
+            start, end = day_bounds(day, zone)
             if start >= stop:
                 break
             overlap = min(end, stop) - max(start, since)

@@ -48,8 +48,9 @@ async def test_one_agency_source_collects_exactly_the_allowed_accounts(
     db_dsn: str,
     db_conn: asyncpg.Connection,
 ) -> None:
+    # a new app (after 2026-11-04): the simulator refuses ?ids=, aliases and async batch
     sim = await sim_factory(
-        accounts=7, extra_pages=3, unreadable=frozenset({2}), media_per_account=3
+        accounts=7, extra_pages=3, unreadable=frozenset({2}), media_per_account=3, new_app=True
     )
     w = sim.world
     (tmp_path / "agency.token").write_text(w.user_token)
@@ -110,7 +111,11 @@ async def test_instagram_login_account_end_to_end_on_its_own_host(
     db_conn: asyncpg.Connection,
 ) -> None:
     sim = await sim_factory(
-        accounts=2, instagram_login=frozenset({1}), media_per_account=6, stories_per_account=2
+        accounts=2,
+        instagram_login=frozenset({1}),
+        media_per_account=6,
+        stories_per_account=2,
+        new_app=True,
     )
     fb, ig = sim.world.accounts
     (tmp_path / "fb.token").write_text(fb.token)
@@ -238,3 +243,53 @@ token_file = "{tmp_path / "ig.token"}"
     assert status == "unhealthy"
     assert "could not be renewed" in reason
     assert renewed not in reason
+
+
+async def test_day_buckets_in_the_accounts_time_zone_are_stored_as_returned(
+    sim_factory: Any,
+    fake_clock: clock.FakeClock,
+    tmp_path: Path,
+    db_dsn: str,
+    db_conn: asyncpg.Connection,
+) -> None:
+    # airbyte PR #74006: Meta cuts days in the account's zone; a UTC+ account's days end at
+    # its midnight (15:00 UTC for Tokyo), not Pacific midnight
+    sim = await sim_factory(
+        accounts=1,
+        day_time_zones={0: "Asia/Tokyo"},
+        low_follower_fraction=0.0,
+        media_per_account=1,
+        stories_per_account=0,
+    )
+    (acct,) = sim.world.accounts
+    (tmp_path / "t.token").write_text(acct.token)
+    body = f"""
+[[accounts]]
+name = "tokyo"
+ig_user_id = "{acct.ig_user_id}"
+token_file = "{tmp_path / "t.token"}"
+"""
+    settings = write(tmp_path, sim, db_dsn, body)
+    rc, summary = await run_once(settings, fake_clock)
+    assert rc == 0, summary
+    served = {
+        v.end_time: v.value
+        for v in sim.stats.served
+        if v.metric == "follower_count" and v.end_time is not None
+    }
+    stored = {
+        r["end_time"]: r["value"]
+        for r in await db_conn.fetch(
+            "select end_time, value from account_metric where metric = 'follower_count'"
+        )
+    }
+    assert stored
+    assert stored == {k: v for k, v in served.items() if k in stored}
+    assert {t.hour for t in stored} == {15}
+    # account_metric_daily reads them as Pacific days, as its column comment says
+    comment = await db_conn.fetchval(
+        "select col_description('account_metric_daily'::regclass, "
+        "(select attnum from pg_attribute where attrelid = 'account_metric_daily'::regclass "
+        "and attname = 'day'))"
+    )
+    assert "own time zone" in comment
