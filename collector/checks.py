@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from collector import clock as clock_mod
-from collector import daemon, errors, graph, jobs, metrics_catalog, roster
+from collector import errors, graph, jobs, metrics_catalog, roster, wiring
 from collector import log as log_mod
 from collector import store as store_mod
 
@@ -35,12 +35,12 @@ def _table(lines: list[Line]) -> str:
 
 async def _database(settings: config.Settings) -> list[Line]:
     try:
-        dsn = daemon.require_dsn(settings)
+        dsn = wiring.require_dsn(settings)
     except errors.ConfigError as exc:
         return [Line("database", False, str(exc))]
     where = store_mod.describe_dsn(dsn)
     try:
-        st = await daemon.open_store(settings)
+        st = await wiring.open_store(settings)
     except errors.StoreError as exc:
         return [Line("database", False, f"{where}: {exc}")]
     try:
@@ -187,8 +187,9 @@ async def run(
     lines.extend(await _database(settings))
     clock = clock or clock_mod.SystemClock()
     warn = settings.schedule.token_expiry_warning
-    facebook = daemon.build_client(settings, clock)
-    instagram = daemon.build_client(settings, clock, login="instagram", limiter=facebook.limiter)
+    limiter = wiring.build_limiter(settings)
+    facebook = wiring.build_client(settings, clock, limiter)
+    instagram = wiring.build_client(settings, clock, limiter, login="instagram")
     async with facebook, instagram:
         facebook.max_retries = min(facebook.max_retries, 1)
         instagram.max_retries = min(instagram.max_retries, 1)

@@ -25,6 +25,10 @@ class StoreError(CollectorError):
     """A database operation failed."""
 
 
+class SpoolError(StoreError):
+    """The spool could not take a batch (a full or failing disk); nothing of it was kept."""
+
+
 class DatabaseUnavailable(StoreError):
     """PostgreSQL cannot be reached."""
 

@@ -234,6 +234,11 @@ class Graph:
                 fault=fault or label,
                 in_batch=call.in_batch,
                 host=call.host,
+                params=tuple(
+                    (k, v)
+                    for k, v in sorted(call.params.items())
+                    if k not in ("access_token", "appsecret_proof")
+                ),
             )
         )
         if commit and error is None:

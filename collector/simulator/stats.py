@@ -22,6 +22,11 @@ class RequestRecord:
     in_batch: bool
     #: "facebook" (graph.facebook.com) or "instagram" (graph.instagram.com)
     host: str = "facebook"
+    #: the query parameters, credentials left out (``access_token``, ``appsecret_proof``)
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        return next((v for k, v in self.params if k == name), None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
