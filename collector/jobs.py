@@ -742,10 +742,17 @@ def _asked_plain(ctx: Context, kind: models.ObjectKind, metrics: Sequence[str]) 
 async def token_check(ctx: Context, target: Target, out: models.Batch) -> graph.TokenInfo:
     """``debug_token`` for the account's token; the row recording what it said goes to
     ``out`` (also when the token is not valid, which raises ``TokenInvalid`` after)."""
-    if target.login == "instagram":
-        info = await instagram_token_info(ctx, target)
-    else:
-        info = await ctx.client.debug_token(target.token)
+    try:
+        if target.login == "instagram":
+            info = await instagram_token_info(ctx, target)
+        else:
+            info = await ctx.client.debug_token(target.token)
+    except errors.TokenInvalid:
+        # refused before debug_token could answer (the token is its own access token)
+        out.token_checks.append(
+            models.TokenCheck(target.ig_user_id, False, None, None, (), ctx.clock.now())
+        )
+        raise
     out.token_checks.append(
         models.TokenCheck(
             target.ig_user_id,
