@@ -186,17 +186,26 @@ class GraphClient:
         token: str,
         account: str | None,
         metrics: Sequence[str] | None = None,
+        versioned: bool = True,
     ) -> Response:
         """GET ``/{version}/{path}``; transient failures are retried, others raised typed.
 
-        ``metrics`` are the metric names in request order, to resolve "metric[N]" errors.
+        ``metrics`` are the metric names in request order, to resolve "metric[N]" errors;
+        ``versioned=False`` calls ``/{path}`` (Instagram Login's ``refresh_access_token``).
         """
         query = {k: _encode(v) for k, v in (params or {}).items()}
         if self._app_secret:
             query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
         headers = {"Authorization": f"Bearer {token}"}
         return await self._with_retries(
-            "GET", path, query, None, headers, account=account, metrics=metrics
+            "GET",
+            path,
+            query,
+            None,
+            headers,
+            account=account,
+            metrics=metrics,
+            versioned=versioned,
         )
 
     async def _with_retries(
@@ -211,6 +220,7 @@ class GraphClient:
         metrics: Sequence[str] | None,
         calls: int = 1,
         expect: type = dict,
+        versioned: bool = True,
     ) -> Response:
         attempt = 0
         while True:
@@ -237,6 +247,7 @@ class GraphClient:
                         metrics=metrics,
                         calls=calls,
                         expect=expect,
+                        versioned=versioned,
                     )
             except errors.TransientError:
                 # no verdict on the app's block: the next call (this one again) probes instead
@@ -264,9 +275,11 @@ class GraphClient:
         metrics: Sequence[str] | None,
         calls: int = 1,
         expect: type = dict,
+        versioned: bool = True,
     ) -> Response:
         session = self._open()
-        url = f"{self.base_url}/{self.api_version}/{path.lstrip('/')}"
+        prefix = f"{self.base_url}/{self.api_version}" if versioned else self.base_url
+        url = f"{prefix}/{path.lstrip('/')}"
         endpoint = endpoint_of(path)
         started = time.monotonic()
         self.in_flight += 1

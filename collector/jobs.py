@@ -36,6 +36,23 @@ class Target:
     ig_user_id: models.IgUserId
     name: str
     token: str = dataclasses.field(repr=False)
+    #: "facebook" (graph.facebook.com) or "instagram" (graph.instagram.com)
+    login: str = "facebook"
+    #: the ``[[sources]]`` entry that found the account; None: configured
+    source: str | None = None
+    #: when the token expires, where the collector knows it better than the API tells
+    #: (a renewed Instagram Login token); None: ask ``debug_token``
+    token_expires_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Login:
+    """One API's client and learned metric sets (Facebook Login, Instagram Login)."""
+
+    client: graph.GraphClient
+    catalog: metrics_catalog.Catalog
+    #: the host serves the batch endpoint (graph.instagram.com: not documented, not used)
+    batching: bool = True
 
 
 @dataclasses.dataclass
@@ -51,6 +68,8 @@ class Context:
     #: stop a multi-call job at the usage pause mark (off for final story snapshots)
     yield_at_pause: bool = True
     log: Any = dataclasses.field(default_factory=structlog.get_logger)
+    #: several calls travel in one batch request (False: one by one)
+    batching: bool = True
 
 
 def context_for(
@@ -62,8 +81,15 @@ def context_for(
     plan: plan_mod.Plan,
     log: Any,
     overrides: Mapping[str, Sequence[str]] | None,
+    target: Target | None = None,
+    logins: Mapping[str, Login] | None = None,
 ) -> Context:
-    """The context of one account's jobs: its metric-set overrides over the shared catalog."""
+    """The context of one account's jobs: the client and catalog of its login (``logins``,
+    when given, else ``client``/``catalog``), with its metric-set overrides."""
+    batching = True
+    if target is not None and logins is not None and target.login in logins:
+        chosen = logins[target.login]
+        client, catalog, batching = chosen.client, chosen.catalog, chosen.batching
     return Context(
         client=client,
         limiter=limiter,
@@ -71,6 +97,7 @@ def context_for(
         clock=clock,
         plan=plan,
         log=log,
+        batching=batching,
     )
 
 
@@ -364,19 +391,26 @@ async def call_many(
 ) -> list[graph.BatchResult]:
     """Several GETs in one round trip; a single one goes alone (a batch would cost a call
     more). Either way each answer is a body or the typed error that operation got."""
-    if len(ops) == 1:
-        op = ops[0]
-        try:
-            resp = await ctx.client.get(
-                op.path,
-                op.params,
-                token=target.token,
-                account=target.ig_user_id,
-                metrics=op.metrics,
-            )
-        except errors.GraphError as exc:
-            return [exc]
-        return [resp.body]
+    if len(ops) == 1 or not ctx.batching:
+        results: list[graph.BatchResult] = []
+        for op in ops:
+            try:
+                resp = await ctx.client.get(
+                    op.path,
+                    op.params,
+                    token=target.token,
+                    account=target.ig_user_id,
+                    metrics=op.metrics,
+                )
+            except errors.GraphError as exc:
+                results.append(exc)
+                if isinstance(exc, errors.AccountError | errors.AccountThrottled):
+                    # the rest would fail the same way: the caller handles the account
+                    results.extend(exc for _ in ops[len(results) :])
+                    break
+                continue
+            results.append(resp.body)
+        return results
     return await ctx.client.batch(ops, token=target.token, account=target.ig_user_id)
 
 
@@ -781,7 +815,10 @@ async def token_check(ctx: Context, target: Target, out: models.Batch) -> graph.
     """``debug_token`` for the account's token; the row recording what it said goes to
     ``out`` (also when the token is not valid, which raises ``TokenInvalid`` after)."""
     try:
-        info = await ctx.client.debug_token(target.token)
+        if target.login == "instagram":
+            info = await instagram_token_info(ctx, target)
+        else:
+            info = await ctx.client.debug_token(target.token)
     except errors.TokenInvalid:
         # refused before debug_token could answer (the token is its own access token)
         out.token_checks.append(
@@ -803,6 +840,27 @@ async def token_check(ctx: Context, target: Target, out: models.Batch) -> graph.
             f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
         )
     return info
+
+
+async def instagram_token_info(ctx: Context, target: Target) -> graph.TokenInfo:
+    """An Instagram Login token has no ``debug_token`` (a graph.facebook.com endpoint): it is
+    valid when ``/me`` answers as its account; its expiry is what the renewal learned."""
+    resp = await ctx.client.get(
+        "me", {"fields": "user_id,username"}, token=target.token, account=target.ig_user_id
+    )
+    body = resp.body if isinstance(resp.body, dict) else {}
+    found = str(body.get("user_id") or body.get("id") or "")
+    valid = found == target.ig_user_id
+    return graph.TokenInfo(
+        is_valid=valid,
+        type="INSTAGRAM_USER",
+        app_id=None,
+        user_id=found or None,
+        expires_at=target.token_expires_at,
+        data_access_expires_at=None,
+        scopes=(),
+        error=None if valid else f"the token belongs to account {found or 'unknown'}",
+    )
 
 
 def insights_since(

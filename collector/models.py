@@ -65,6 +65,10 @@ class AccountRow:
     ig_user_id: IgUserId
     name: str
     enabled: bool
+    #: "facebook" or "instagram": which API serves the account
+    login: str = "facebook"
+    #: the ``[[sources]]`` entry that discovered the account; None: configured by hand
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

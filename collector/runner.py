@@ -18,7 +18,7 @@ import asyncio
 import collections
 import dataclasses
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,8 +158,11 @@ class Runner:
         telemetry: telemetry_mod.Telemetry | None = None,
         log: structlog.stdlib.BoundLogger | None = None,
         once: bool = False,
+        logins: Mapping[str, jobs.Login] | None = None,
     ) -> None:
         self.client = client
+        #: each login's client and catalog (Instagram Login accounts use their own host)
+        self.logins = logins
         self.limiter = limiter
         self.store = store
         self.writer = writer
@@ -196,6 +199,8 @@ class Runner:
             plan=self.plan,
             log=self.log,
             overrides=overrides,
+            target=target,
+            logins=self.logins,
         )
 
     def apply_plan(self, plan: plan_mod.Plan) -> None:
@@ -229,8 +234,9 @@ class Runner:
                 self.log.info("account_started", account=target.name, ig_user_id=uid)
                 continue
             token_changed = state.target.token != target.token
+            login_changed = state.target.login != target.login
             state.target = target
-            if overrides != state.overrides:
+            if overrides != state.overrides or login_changed:
                 state.overrides = overrides
                 state.context = self._context(target, overrides)
             if token_changed and state.parked_reason is not None:
@@ -419,6 +425,12 @@ class Runner:
                 return
         if next_job is not None:
             self._queue(next_job)
+
+    async def park(self, ig_user_id: str, exc: errors.GraphError) -> None:
+        """Stop an account from outside its jobs (a token that could not be renewed)."""
+        state = self.accounts.get(ig_user_id)
+        if state is not None and state.parked_reason is None:
+            await self._park(state, exc)
 
     async def _park(self, state: AccountState, exc: errors.GraphError) -> None:
         uid = state.target.ig_user_id
@@ -1165,6 +1177,11 @@ class Runner:
         target = state.target
         info = await jobs.token_check(state.context, target, out)
         now = self.clock.now()
+        if self.telemetry is not None:
+            expires = info.expires_at or target.token_expires_at
+            self.telemetry.set_token_lifetime(
+                target.name, (expires - now).total_seconds() if expires is not None else None
+            )
         soonest = min(
             (t for t in (info.expires_at, info.data_access_expires_at) if t is not None),
             default=None,

@@ -176,8 +176,11 @@ class Store:
 
     # ------------------------------------------------------------------ accounts
 
-    async def sync_accounts(self, rows: Sequence[models.AccountRow], at: datetime) -> None:
-        """Make the account table match the configuration; unlisted accounts become 'removed'."""
+    async def sync_accounts(
+        self, rows: Sequence[models.AccountRow], at: datetime, *, keep_sources: Sequence[str] = ()
+    ) -> None:
+        """Make the account table match the configuration and the sources' listings; unlisted
+        accounts become 'removed', except those of ``keep_sources`` (their listing failed)."""
         latest = {row.ig_user_id: row for row in rows}  # a repeated id: the last one wins
         ids = sorted(latest)
         async with self._conn("sync accounts") as conn, conn.transaction():
@@ -187,8 +190,10 @@ class Store:
                 [latest[i].name for i in ids],
                 [latest[i].enabled for i in ids],
                 at,
+                [latest[i].source or "configured" for i in ids],
+                [latest[i].login for i in ids],
             )
-            await conn.execute(_q("mark_removed_accounts"), ids, at)
+            await conn.execute(_q("mark_removed_accounts"), ids, at, list(keep_sources))
 
     async def set_account_status(
         self,

@@ -64,6 +64,13 @@ class Telemetry:
             ["account"],
             registry=r,
         )
+        self.token_lifetime = prometheus_client.Gauge(
+            "collector_token_lifetime_seconds",
+            "Seconds until the account's token expires (as debug_token, or the last renewal of "
+            "an Instagram Login token, reported it); absent: the token does not expire.",
+            ["account"],
+            registry=r,
+        )
         self.accounts = prometheus_client.Gauge(
             "collector_accounts", "Accounts by collector status.", ["status"], registry=r
         )
@@ -222,6 +229,14 @@ class Telemetry:
                 self.usage.remove(account)
             return
         self.usage.labels(account=account).set(percent)
+
+    def set_token_lifetime(self, account: str, seconds: float | None) -> None:
+        """An account's token lifetime left; ``None`` drops the series (never expires)."""
+        if seconds is None:
+            with contextlib.suppress(KeyError):  # never set: nothing to drop
+                self.token_lifetime.remove(account)
+            return
+        self.token_lifetime.labels(account=account).set(seconds)
 
     def set_accounts(self, by_status: Mapping[str, int]) -> None:
         """Account counts by status (``{"ok": 12, "throttled": 1}``); missing statuses are 0."""

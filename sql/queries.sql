@@ -219,17 +219,22 @@ where excluded.learned_at > s.learned_at
        and (excluded.supported, excluded.reason) is distinct from (s.supported, s.reason));
 
 -- name: upsert_configured_accounts
--- $1 ids, $2 names, $3 enabled flags, $4 now. A disabled account is 'disabled'; one coming
--- back (re-enabled, re-added) is 'unknown' until its next collection.
+-- $1 ids, $2 names, $3 enabled flags, $4 now, $5 sources ('configured' or a [[sources]] name),
+-- $6 logins. A disabled account is 'disabled'; one coming back (re-enabled, re-added,
+-- listed again) is 'unknown' until its next collection.
 insert into account as a (
-    ig_user_id, name, enabled, status, status_changed_at, first_configured_at, updated_at
+    ig_user_id, name, enabled, status, status_changed_at, first_configured_at, updated_at,
+    source, login
 )
 select c.ig_user_id, c.name, c.enabled,
-       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4
-from unnest($1::text[], $2::text[], $3::boolean[]) as c(ig_user_id, name, enabled)
+       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4, c.source, c.login
+from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[])
+    as c(ig_user_id, name, enabled, source, login)
 on conflict (ig_user_id) do update set
     name = excluded.name,
     enabled = excluded.enabled,
+    source = excluded.source,
+    login = excluded.login,
     status = case
         when not excluded.enabled then 'disabled'
         when a.status in ('disabled', 'removed') then 'unknown'
@@ -248,21 +253,26 @@ on conflict (ig_user_id) do update set
     updated_at = excluded.updated_at
 where a.name is distinct from excluded.name
    or a.enabled is distinct from excluded.enabled
+   or a.source is distinct from excluded.source
+   or a.login is distinct from excluded.login
    or a.removed_at is not null
    or a.first_configured_at is null
    or (not excluded.enabled and a.status <> 'disabled')
    or (excluded.enabled and a.status in ('disabled', 'removed'));
 
 -- name: mark_removed_accounts
--- $1 ids still configured, $2 now.
+-- $1 ids still configured or discovered, $2 now, $3 sources whose listing failed (their
+-- accounts stay as they are until the source answers again).
 update account
 set status = 'removed',
-    status_reason = 'no longer in the configuration',
+    status_reason = case when source = 'configured' then 'no longer in the configuration'
+        else 'no longer listed by source ' || source end,
     status_changed_at = $2,
     enabled = false,
     removed_at = $2,
     updated_at = $2
 where not (ig_user_id = any($1::text[]))
+  and not (source = any($3::text[]))
   and status <> 'removed';
 
 -- name: set_account_status

@@ -20,6 +20,8 @@ class RequestRecord:
     error: str | None
     fault: str | None
     in_batch: bool
+    #: "facebook" (graph.facebook.com) or "instagram" (graph.instagram.com)
+    host: str = "facebook"
     #: the query parameters, credentials left out (``access_token``, ``appsecret_proof``)
     params: tuple[tuple[str, str], ...] = ()
 
