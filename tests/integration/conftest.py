@@ -51,7 +51,7 @@ def write_config(
         },
         "log": {"format": "json"},
         "state": {"directory": str(path.parent / "state")},
-        # a free port: daemons of parallel test runs on one machine must not share 9108
+        # a free port: tests run beside each other (and beside an installed service)
         "web": {"port": 0},
     }
     if sim.world.config.app_secret:
