@@ -327,6 +327,7 @@ class Daemon:
         try:
             await prepare(settings, st, self.clock)
             sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
+            sp.recover()  # cut a record torn by a kill mid-append before anything follows it
             wr = self.writer = writer_mod.Writer(st, sp, telemetry=self.telemetry, log=self.log)
             if sp.size:
                 wr.spooled_batches = sp.count()

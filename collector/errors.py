@@ -29,6 +29,17 @@ class DatabaseUnavailable(StoreError):
     """PostgreSQL cannot be reached."""
 
 
+class SpoolError(CollectorError):
+    """The spool file could not take or give back a batch (full disk, I/O error)."""
+
+    # Not a StoreError: code that catches StoreError means "PostgreSQL failed, spool the rows",
+    # which is the one thing that cannot help when the spool itself failed.
+
+    def __init__(self, message: str | None = None, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class SchemaError(CollectorError):
     """The database schema is not what this version of the collector expects."""
 
