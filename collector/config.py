@@ -676,6 +676,9 @@ class WebSettings(Section):
     webhook_max_body: Annotated[pydantic.ByteSize, _size_at_most(64 * 1024**2, "64MiB")] = (
         pydantic.Field(default=pydantic.ByteSize(1024 * 1024), ge=1)
     )
+    header_timeout: Timeout = timedelta(seconds=10)
+    body_timeout: Timeout = timedelta(seconds=30)
+    max_connections: int = pydantic.Field(default=100, ge=1, le=10000)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Self:
@@ -999,6 +1002,8 @@ async def load_in_thread(
         return await asyncio.wait_for(asyncio.shield(future), within)
     except TimeoutError:
         _STUCK.append(thread)
+        # the outcome, if it ever comes, is nobody's any more: consume it quietly
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         raise errors.ConfigError(
             f"reading {path} took more than {within:g}s (a file system that does not answer?)"
         ) from None

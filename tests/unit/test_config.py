@@ -778,6 +778,8 @@ def test_duration_bounds_name_the_limit(tmp_path: Path) -> None:
         ('[web]\nwebhook_max_body = "1GiB"', "web.webhook_max_body: must be at most 64MiB"),
         ("[database]\npool_max_size = 100000", "database.pool_max_size: must be less than or"),
         ("[database]\npool_min_size = 100000", "database.pool_min_size: must be less than or"),
+        ("[web]\nmax_connections = 0", "web.max_connections: must be greater than or equal"),
+        ('[web]\nheader_timeout = "2h"', "web.header_timeout: must be at most 1h"),
     ],
 )
 def test_size_and_count_bounds(tmp_path: Path, text: str, expected: str) -> None:
