@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from collector import clock as clock_mod
 from collector import config as config_mod
-from collector import daemon, errors, graph
+from collector import errors, graph, wiring
 from collector import store as store_mod
 
 if TYPE_CHECKING:
@@ -35,12 +35,12 @@ def _table(lines: list[Line]) -> str:
 
 async def _database(settings: config.Settings) -> list[Line]:
     try:
-        dsn = daemon.require_dsn(settings)
+        dsn = wiring.require_dsn(settings)
     except errors.ConfigError as exc:
         return [Line("database", False, str(exc))]
     where = store_mod.describe_dsn(dsn)
     try:
-        st = await daemon.open_store(settings)
+        st = await wiring.open_store(settings)
     except errors.StoreError as exc:
         return [Line("database", False, f"{where}: {exc}")]
     try:
@@ -106,7 +106,7 @@ async def command(settings: config.Settings, *, out: TextIO) -> int:
     if not all(line.ok for line in lines):
         print(_table(lines), file=out)
         return 1
-    return await daemon.with_database(settings, lambda s: run(s, out=out))
+    return await wiring.with_database(settings, lambda s: run(s, out=out))
 
 
 async def run(
@@ -116,7 +116,7 @@ async def run(
     lines = _config(settings)
     lines.extend(await _database(settings))
     clock = clock or clock_mod.SystemClock()
-    async with daemon.build_client(settings, clock) as client:
+    async with wiring.build_client(settings, clock, wiring.build_limiter(settings)) as client:
         client.max_retries = min(client.max_retries, 1)
         token_lines = await asyncio.gather(
             *(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from collector import __version__, config, daemon, errors, log
+from collector import __version__, config, daemon, errors, log, wiring
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("config_warning", message=warning)
     try:
         if args.command == "migrate":
-            applied = asyncio.run(daemon.with_database(settings, daemon.migrate))
+            applied = asyncio.run(wiring.with_database(settings, wiring.migrate))
             logger.info("migrations_applied", applied=applied, count=len(applied))
             print(
                 f"applied {len(applied)} migration(s): {', '.join(applied)}"
@@ -98,11 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(checks.command(settings, out=sys.stdout))
         if args.command == "run":
             if args.once:
-                return asyncio.run(daemon.with_database(settings, daemon.run_once))
+                return asyncio.run(wiring.with_database(settings, daemon.run_once))
             if (problem := config.no_accounts_problem(settings)) is not None:
                 print(f"error: {problem}", file=sys.stderr)
                 return EXIT_USAGE
-            return asyncio.run(daemon.with_database(settings, daemon.run_forever))
+            return asyncio.run(wiring.with_database(settings, daemon.run_forever))
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,14 @@
-"""Lifecycle: open the database and the Graph session from the settings, run, close."""
+"""Lifecycle: open the database and the Graph session from the settings, run the engine, close.
+
+The daemon and ``run --once`` are the same process shape: one store, one writer and spool, one
+Graph client, one :class:`runner.Runner`. The daemon runs it until stopped (signals, reload,
+web server, sd_notify); a pass runs it with every job due now until nothing is due, then
+prints the per-account summary read from the runner and exits with its code.
+
+When PostgreSQL does not answer at start, both start anyway: rows go to the spool, accounts
+start on story work, and the schema check, the replay and the rest of each account's schedule
+follow once the database answers (the daemon keeps trying; a pass ends with ``EXIT_SPOOLED``).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +16,24 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO
 
 import structlog
 
 from collector import clock as clock_mod
+from collector import config as config_mod
 from collector import (
-    collection,
     errors,
     graph,
-    jobs,
     metrics_catalog,
     models,
     ratelimit,
     runner,
-    schema,
-    spool,
     systemd,
     web,
+    wiring,
 )
-from collector import config as config_mod
+from collector import plan as plan_mod
 from collector import store as store_mod
 from collector import telemetry as telemetry_mod
 from collector import writer as writer_mod
@@ -34,250 +41,13 @@ from collector import writer as writer_mod
 if TYPE_CHECKING:
     from collector import config
 
-T = TypeVar("T")
-
-
-def build_client(
-    settings: config.Settings,
-    clock: clock_mod.Clock,
-    *,
-    on_call: graph.CallHook | None = None,
-) -> graph.GraphClient:
-    g = settings.graph
-    lim = settings.limits
-    limiter = ratelimit.Limiter(
-        high_water=lim.usage_high_water,
-        pause_at=lim.usage_pause,
-        floor=lim.throttle_floor,
-        app_backoff_max=lim.app_backoff_max,
-    )
-    return graph.GraphClient(
-        base_url=g.base_url,
-        api_version=g.api_version,
-        app_secret=g.app_secret.get_secret_value() if g.app_secret else None,
-        timeout=g.timeout.total_seconds(),
-        connect_timeout=g.connect_timeout.total_seconds(),
-        max_retries=g.max_retries,
-        retry_base=g.retry_base.total_seconds(),
-        retry_max=g.retry_max.total_seconds(),
-        clock=clock,
-        limiter=limiter,
-        max_in_flight=lim.max_in_flight,
-        on_call=on_call,
-    )
-
-
-async def with_database(
-    settings: config.Settings, command: Callable[[config.Settings], Awaitable[T]]
-) -> T:
-    """Run ``command`` with a database: the configured one, or the embedded PostgreSQL in the
-    state directory when ``[database]`` names none (its schema is ours: migrated here)."""
-    if settings.database.resolved_dsn() is not None:
-        return await command(settings)
-    from collector import embedded  # noqa: PLC0415  (only without a configured database)
-
-    log = structlog.get_logger()
-    async with embedded.running(settings.state.directory) as dsn:
-        log.info("embedded_postgres_started", state_dir=str(settings.state.directory))
-        local = settings.with_embedded_dsn(dsn)
-        applied = await migrate(local)
-        if applied:
-            log.info("migrations_applied", applied=applied, count=len(applied))
-        return await command(local)
-
-
-def require_dsn(settings: config.Settings) -> str:
-    dsn = settings.database.resolved_dsn()
-    if not dsn:
-        raise errors.ConfigError(
-            "database.dsn: no database configured; set [database] dsn (or dsn_file, "
-            "dsn_credential, or COLLECTOR_DATABASE__DSN) to a PostgreSQL URL such as "
-            "postgresql://collector@localhost/collector"
-        )
-    return dsn
-
-
-async def open_store(settings: config.Settings) -> store_mod.Store:
-    db = settings.database
-    return await store_mod.Store.open(
-        require_dsn(settings),
-        min_size=db.pool_min_size,
-        max_size=db.pool_max_size,
-        connect_timeout=db.connect_timeout.total_seconds(),
-        command_timeout=db.command_timeout.total_seconds(),
-    )
-
-
-def targets_of(
-    settings: config.Settings,
-) -> list[tuple[jobs.Target, dict[str, Sequence[str]] | None]]:
-    return [
-        (
-            jobs.Target(
-                ig_user_id=models.IgUserId(a.ig_user_id),
-                name=a.name,
-                token=a.token.get_secret_value(),
-            ),
-            {str(k): list(v) for k, v in a.metrics.items()} if a.metrics else None,
-        )
-        for a in settings.enabled_accounts()
-    ]
-
-
-async def run_once(
-    settings: config.Settings,
-    *,
-    clock: clock_mod.Clock | None = None,
-    out: TextIO | None = None,
-) -> int:
-    """One full pass over every enabled account; 0 when every account succeeded."""
-    clock = clock or clock_mod.SystemClock()
-    log = structlog.get_logger()
-    targets = targets_of(settings)
-    if not targets:
-        raise errors.ConfigError(
-            f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
-            "table (see config/collector.example.toml)"
-        )
-    st = await open_store(settings)
-    try:
-        await st.check_schema()
-        now = clock.now()
-        await st.sync_accounts(
-            [
-                models.AccountRow(models.IgUserId(a.ig_user_id), a.name, a.enabled)
-                for a in settings.accounts
-            ],
-            now,
-        )
-        for a in settings.accounts:
-            if not a.enabled:
-                await st.set_account_status(
-                    models.IgUserId(a.ig_user_id),
-                    models.AccountStatus.DISABLED,
-                    "enabled = false",
-                    now,
-                )
-        catalog = metrics_catalog.Catalog(
-            settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-        )
-        sched = settings.schedule
-        plan = collection.Plan(
-            backfill_days=sched.account_insights_backfill_days,
-            repoll_days=sched.account_insights_repoll_days,
-            media_max_age=sched.media_insights_max_age,
-            per_account_in_flight=settings.limits.per_account_in_flight,
-            accounts_at_once=max(16, 2 * settings.limits.max_in_flight),
-        )
-        async with build_client(settings, clock) as client:
-            coll = collection.Collection(
-                client=client,
-                store=st,
-                catalog=catalog,
-                clock=clock,
-                plan=plan,
-                context_defaults=context_defaults(settings),
-                log=log,
-            )
-            log.info("pass_started", accounts=len(targets))
-            results = await coll.run_once(targets)
-            log.info(
-                "pass_done",
-                accounts=len(results),
-                failed=sum(not r.ok for r in results),
-                api_calls=sum(client.calls.values()),
-                round_trips=client.round_trips,
-                peak_in_flight=client.peak_in_flight,
-                retries=client.retries,
-            )
-    finally:
-        await st.close()
-    print(collection.summary_table(results), file=out or sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
-
-
-async def migrate(settings: config.Settings) -> list[str]:
-    """Apply pending migrations; returns their names."""
-    import asyncpg  # noqa: PLC0415  (only this command needs a raw connection)
-
-    dsn = require_dsn(settings)
-    try:
-        conn = await asyncpg.connect(dsn, timeout=settings.database.connect_timeout.total_seconds())
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise errors.DatabaseUnavailable(
-            f"cannot connect to {store_mod.describe_dsn(dsn)}: {type(exc).__name__}"
-        ) from None
-    try:
-        applied = await schema.migrate(conn)
-    finally:
-        await conn.close()
-    return [m.name for m in applied]
-
-
-def context_defaults(settings: config.Settings) -> dict[str, Any]:
-    """The job-context knobs the settings set (see ``jobs.Context``)."""
-    return {
-        "page_size": settings.graph.page_size,
-        "story_lifetime": settings.schedule.story_lifetime,
-        "story_final_lead": settings.schedule.story_final_lead,
-        "demographics_timeframe": settings.schedule.demographics_timeframe,
-    }
-
-
-def cadence_of(settings: config.Settings) -> runner.Cadence:
-    s = settings.schedule
-    return runner.Cadence(
-        profile=s.profile_every,
-        account_insights=s.account_insights_every,
-        demographics=s.demographics_every,
-        media_discovery=s.media_discovery_every,
-        story_discovery=s.story_discovery_every,
-        story_poll=s.story_poll_every,
-        story_final_lead=s.story_final_lead,
-        token_check=s.token_check_every,
-        token_expiry_warning=s.token_expiry_warning,
-        media_tiers=tuple((t.max_age, t.every) for t in s.media_tiers),
-        backfill_days=s.account_insights_backfill_days,
-        repoll_days=s.account_insights_repoll_days,
-    )
-
-
-def build_runner(
-    settings: config.Settings,
-    st: store_mod.Store,
-    client: graph.GraphClient,
-    catalog: metrics_catalog.Catalog,
-    clock: clock_mod.Clock,
-    *,
-    writer: writer_mod.Writer | None = None,
-    telemetry: telemetry_mod.Telemetry | None = None,
-) -> runner.Runner:
-    """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
-    return runner.Runner(
-        telemetry=telemetry,
-        write=writer.write if writer is not None else None,
-        backpressure=(lambda: writer.backpressure) if writer is not None else None,
-        client=client,
-        store=st,
-        catalog=catalog,
-        clock=clock,
-        cadence=cadence_of(settings),
-        max_in_flight=settings.limits.max_in_flight,
-        per_account=settings.limits.per_account_in_flight,
-        context_defaults=context_defaults(settings),
-        log=structlog.get_logger(),
-    )
-
-
-async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
-    await st.check_schema()
-    now = clock.now()
-    await st.sync_accounts([a.row() for a in settings.accounts], now)
-    for a in settings.accounts:
-        if not a.enabled:
-            await st.set_account_status(
-                models.IgUserId(a.ig_user_id), models.AccountStatus.DISABLED, "enabled = false", now
-            )
+#: exit codes of ``run --once``: every account ok / an account failed / rows are in the spool
+#: (the database was unreachable; the next run or the daemon replays them)
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SPOOLED = 3
+#: how often the daemon asks a database that did not answer at start
+DATABASE_RETRY = 5.0
 
 
 class Daemon:
@@ -296,7 +66,7 @@ class Daemon:
         #: a second SIGTERM/SIGINT: cancel at once, spool what is buffered, exit
         self.hurry = asyncio.Event()
         self.reload = asyncio.Event()
-        self.log = structlog.get_logger()
+        self.log: structlog.stdlib.BoundLogger = structlog.get_logger()
         self.store: store_mod.Store | None = None
         self.writer: writer_mod.Writer | None = None
         self.runner: runner.Runner | None = None
@@ -304,6 +74,8 @@ class Daemon:
         self.notifier = systemd.Notifier.from_environ(settings.systemd_env, log=self.log)
         self.telemetry = telemetry_mod.Telemetry()
         self.loop_lag = 0.0
+        #: the schema was checked and the accounts synced (False while the database is away)
+        self.database_ready = False
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -321,28 +93,80 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
+    async def open(self) -> tuple[store_mod.Store, writer_mod.Writer]:
+        """The store and the writer; a database that does not answer is reported, not fatal."""
+        settings = self.settings
+        try:
+            st = await wiring.open_store(settings)
+        except errors.DatabaseUnavailable as exc:
+            self.log.error(
+                "database_unavailable_at_start",
+                message=str(exc)[:300],
+                action="collecting story work first and spooling; "
+                "the schema is checked once the database answers",
+            )
+            st = await wiring.open_store(settings, lazy=True)
+        self.store = st
+        wr = self.writer = wiring.build_writer(settings, st, telemetry=self.telemetry)
+        await self.ensure_database()
+        if wr.spool.size:
+            wr.spooled_batches = wr.spool.count()
+            self.log.info("spool_found", spool_bytes=wr.spool.size, batches=wr.spooled_batches)
+            if self.database_ready:
+                await wr.replay()
+        return st, wr
+
+    async def ensure_database(self) -> bool:
+        """Check the schema and sync the accounts once the database answers (SchemaError and
+        PendingMigrations are fatal: this version cannot write there)."""
+        if self.database_ready:
+            return True
+        assert self.store is not None
+        assert self.writer is not None
+        try:
+            await wiring.prepare(self.settings, self.store, self.clock)
+        except errors.DatabaseUnavailable as exc:
+            self.writer.db_up = False
+            self.log.debug("database_still_unavailable", message=str(exc)[:200])
+            return False
+        self.database_ready = True
+        self.writer.db_up = True
+        return True
+
+    def build_runner(
+        self,
+        client: graph.GraphClient,
+        limiter: ratelimit.Limiter,
+        catalog: metrics_catalog.Catalog,
+        *,
+        once: bool,
+    ) -> runner.Runner:
+        assert self.store is not None
+        assert self.writer is not None
+        run = self.runner = wiring.build_runner(
+            self.settings,
+            store=self.store,
+            client=client,
+            limiter=limiter,
+            writer=self.writer,
+            catalog=catalog,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            once=once,
+        )
+        return run
+
     async def _run(self) -> int:
         settings = self.settings
-        st = self.store = await open_store(settings)
+        st, wr = await self.open()
         try:
-            await prepare(settings, st, self.clock)
-            sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
-            sp.recover()  # cut a record torn by a kill mid-append before anything follows it
-            wr = self.writer = writer_mod.Writer(st, sp, telemetry=self.telemetry, log=self.log)
-            if sp.size:
-                wr.spooled_batches = sp.count()
-                self.log.info("spool_found", spool_bytes=sp.size, batches=wr.spooled_batches)
-                await wr.replay()
-            catalog = metrics_catalog.Catalog(
-                settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-            )
-            async with build_client(
-                settings, self.clock, on_call=self.telemetry.api_call
+            catalog = await wiring.load_catalog(settings, st)
+            limiter = wiring.build_limiter(settings)
+            async with wiring.build_client(
+                settings, self.clock, limiter, on_call=self.telemetry.api_call
             ) as client:
-                run = self.runner = build_runner(
-                    settings, st, client, catalog, self.clock, writer=wr, telemetry=self.telemetry
-                )
-                await run.set_accounts(targets_of(settings))
+                run = self.build_runner(client, limiter, catalog, once=False)
+                await run.set_accounts(wiring.targets_of(settings))
                 if settings.web.enabled:
                     self.web = web.WebServer(
                         settings,
@@ -357,7 +181,10 @@ class Daemon:
                     accounts=len(run.accounts),
                     jobs=len(run.scheduler),
                     web=self.web.url if self.web else None,
+                    database_ready=self.database_ready,
                 )
+                # READY once collecting: with the database away it collects and spools (the
+                # STATUS line says so) rather than fail a start that systemd would repeat
                 self.notifier.ready(self._status_line())
                 await self._supervise(run, wr)
         finally:
@@ -375,7 +202,9 @@ class Daemon:
     def health(self) -> web.Health:
         wr, run = self.writer, self.runner
         return web.Health.assess(
-            database_up=wr.db_up if wr else False,
+            database_up=(wr.db_up and self.database_ready) if wr else False,
+            spool_refusing=wr.degraded if wr else False,
+            rows_in_memory=wr.pending_rows if wr else 0,
             loop_lag_s=self.loop_lag,
             accounts=self._accounts_by_status(),
             spool_bytes=wr.spool.size if wr else 0,
@@ -400,8 +229,9 @@ class Daemon:
             f"{run.stats.jobs_done} jobs done, {run.in_flight} in flight, "
             f"{run.stats.stories_finalised} stories finalised, "
             f"{run.stats.stories_missed} missed, "
-            f"{'database up' if wr.db_up else 'DATABASE DOWN'}, "
+            f"{'database up' if wr.db_up and self.database_ready else 'DATABASE DOWN'}, "
             f"spool {wr.spooled_batches} batches"
+            + (f", SPOOL REFUSES ROWS ({wr.pending_rows} in memory)" if wr.degraded else "")
         )
 
     def _refresh_gauges(self) -> None:
@@ -415,12 +245,14 @@ class Daemon:
             jobs_overdue=run.scheduler.overdue_count(now),
             spool_bytes=wr.spool.size,
             spool_batches=wr.spooled_batches,
-            database_up=wr.db_up,
+            database_up=wr.db_up and self.database_ready,
             loop_lag_s=self.loop_lag,
+            rows_held=wr.pending_rows,
+            degraded=wr.degraded,
         )
         t.set_accounts(self._accounts_by_status())
         for uid, state in run.accounts.items():
-            usage = run.client.limiter.accounts.get(uid)
+            usage = run.limiter.accounts.get(uid)
             t.set_usage(state.target.name, usage.percent if usage else None)
 
     async def _heartbeat(self) -> None:
@@ -452,6 +284,8 @@ class Daemon:
             asyncio.create_task(wr.run(writer_stop), name="writer"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         }
+        if not self.database_ready:
+            tasks.add(asyncio.create_task(self._await_database(run), name="database"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -463,7 +297,7 @@ class Daemon:
             self.notifier.stopping()
             self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
-                if task.get_name() == "reloader":
+                if task.get_name() in ("reloader", "database"):
                     task.cancel()
             runner_task = next(t for t in tasks if t.get_name() == "runner")
             if not runner_task.done():
@@ -508,6 +342,20 @@ class Daemon:
         hurry.cancel()
         return drain.result()
 
+    async def _await_database(self, run: runner.Runner) -> None:
+        """Until the database answers: then check the schema, replay the spool and complete
+        the schedules of the accounts that started on story work."""
+        while not await self.ensure_database():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), DATABASE_RETRY)
+            if self.stop.is_set():
+                return
+        assert self.writer is not None
+        self.log.info("database_available", action="replaying the spool, completing schedules")
+        await self.writer.replay()
+        await run.seed_pending()
+        self.notifier.status(self._status_line())
+
     async def _reloader(self) -> None:
         while True:
             await self.reload.wait()
@@ -535,15 +383,15 @@ class Daemon:
         from collector import log as log_mod  # noqa: PLC0415
 
         log_mod.set_secrets(fresh.secrets())
-        try:
-            await prepare(fresh, self.store, self.clock)
-        except errors.StoreError as exc:
-            self.log.error("config_reload_failed", problem=str(exc))
-            return
+        if self.database_ready:
+            try:
+                await wiring.prepare(fresh, self.store, self.clock)
+            except errors.StoreError as exc:
+                self.log.error("config_reload_failed", problem=str(exc))
+                return
         run = self.runner
-        run.cadence = cadence_of(fresh)
-        run.max_in_flight = fresh.limits.max_in_flight
-        await run.set_accounts(targets_of(fresh))
+        run.apply_plan(plan_mod.Plan.from_settings(fresh))
+        await run.set_accounts(wiring.targets_of(fresh))
         if self.web is not None:
             self.web.reconfigure(fresh)
         self.settings = fresh
@@ -558,3 +406,69 @@ async def run_forever(
 ) -> int:
     """The daemon: collect until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
     return await Daemon(settings, clock=clock, stop=stop).run()
+
+
+async def run_once(
+    settings: config.Settings,
+    *,
+    clock: clock_mod.Clock | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """One pass over every enabled account: the engine with every job due now, run until
+    nothing is due, through the same writer, spool and failure policy as the daemon.
+
+    Returns ``EXIT_OK`` when every account succeeded, ``EXIT_FAILED`` when one did not, and
+    ``EXIT_SPOOLED`` when rows are left in the spool because the database was unreachable
+    (whatever the accounts did: their rows are safe but not in PostgreSQL yet).
+    """
+    targets = wiring.targets_of(settings)
+    if not targets:
+        raise errors.ConfigError(
+            f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
+            "table (see config/collector.example.toml)"
+        )
+    shell = Daemon(settings, clock=clock)
+    log = shell.log
+    st, wr = await shell.open()
+    writer_stop = asyncio.Event()
+    writer_task = asyncio.create_task(wr.run(writer_stop), name="writer")
+    try:
+        catalog = await wiring.load_catalog(settings, st)
+        limiter = wiring.build_limiter(settings)
+        async with wiring.build_client(settings, shell.clock, limiter) as client:
+            run = shell.build_runner(client, limiter, catalog, once=True)
+            await run.set_accounts(targets)
+            log.info("pass_started", accounts=len(targets), database_ready=shell.database_ready)
+            await run.run_once()
+            writer_stop.set()
+            await writer_task
+            await wr.close()
+            verdicts = [s.tally.worst for s in run.accounts.values()]
+            log.info(
+                "pass_done",
+                accounts=len(verdicts),
+                failed=sum(v is not models.AccountStatus.OK for v in verdicts),
+                api_calls=sum(client.calls.values()),
+                round_trips=client.round_trips,
+                peak_in_flight=client.peak_in_flight,
+                retries=client.retries,
+                rows_written=wr.rows_written,
+                batches_spooled=wr.batches_spooled,
+                spooled_now=wr.spooled_batches,
+            )
+    finally:
+        writer_stop.set()
+        if not writer_task.done():
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer_task
+        await st.close()
+    print(runner.summary_table(run), file=out or sys.stderr)
+    if wr.spooled:
+        print(
+            f"rows of this pass are in the spool ({wr.spool.path}): the database was "
+            "unreachable; the next run or the daemon writes them",
+            file=out or sys.stderr,
+        )
+        return EXIT_SPOOLED
+    return EXIT_OK if all(v is models.AccountStatus.OK for v in verdicts) else EXIT_FAILED

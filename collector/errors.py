@@ -29,11 +29,8 @@ class DatabaseUnavailable(StoreError):
     """PostgreSQL cannot be reached."""
 
 
-class SpoolError(CollectorError):
-    """The spool file could not take or give back a batch (full disk, I/O error)."""
-
-    # Not a StoreError: code that catches StoreError means "PostgreSQL failed, spool the rows",
-    # which is the one thing that cannot help when the spool itself failed.
+class SpoolError(StoreError):
+    """The spool could not take a batch (a full or failing disk); nothing of it was kept."""
 
     def __init__(self, message: str | None = None, *, errno: int | None = None) -> None:
         super().__init__(message)

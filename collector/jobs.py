@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 
 from collector import clock as clock_mod
-from collector import errors, graph, metrics_catalog, models, parse
+from collector import errors, graph, metrics_catalog, models, parse, ratelimit, stories
+from collector import plan as plan_mod
 
 PROFILE_FIELDS = "id,username,followers_count,follows_count,media_count"
 MEDIA_FIELDS = (
@@ -39,15 +40,14 @@ class Target:
 
 @dataclasses.dataclass
 class Context:
-    """What every job needs: the client, the learned metric sets, the clock and the knobs."""
+    """What every job needs: the client and its limiter, the learned metric sets, the clock
+    and the plan (page size, story lifetime and final lead, demographics timeframe)."""
 
     client: graph.GraphClient
+    limiter: ratelimit.Limiter
     catalog: metrics_catalog.Catalog
     clock: clock_mod.Clock
-    page_size: int = 50
-    story_lifetime: timedelta = timedelta(hours=24)
-    story_final_lead: timedelta = timedelta(minutes=25)
-    demographics_timeframe: str = "this_month"
+    plan: plan_mod.Plan = dataclasses.field(default_factory=plan_mod.Plan)
     #: stop a multi-call job at the usage pause mark (off for final story snapshots)
     yield_at_pause: bool = True
     log: Any = dataclasses.field(default_factory=structlog.get_logger)
@@ -56,19 +56,21 @@ class Context:
 def context_for(
     *,
     client: graph.GraphClient,
+    limiter: ratelimit.Limiter,
     catalog: metrics_catalog.Catalog,
     clock: clock_mod.Clock,
+    plan: plan_mod.Plan,
     log: Any,
     overrides: Mapping[str, Sequence[str]] | None,
-    defaults: Mapping[str, Any],
 ) -> Context:
     """The context of one account's jobs: its metric-set overrides over the shared catalog."""
     return Context(
         client=client,
+        limiter=limiter,
         catalog=catalog.with_overrides(overrides) if overrides else catalog,
         clock=clock,
+        plan=plan,
         log=log,
-        **defaults,
     )
 
 
@@ -76,7 +78,7 @@ def checkpoint(ctx: Context, target: Target, batch: models.Batch | None = None) 
     """Between two calls of one job: stop if the account's usage reached the pause mark."""
     if not ctx.yield_at_pause:
         return
-    limiter = ctx.client.limiter
+    limiter = ctx.limiter
     if limiter.level(target.ig_user_id) == "pause":
         percent = limiter.accounts[target.ig_user_id].percent or 0.0
         raise errors.BudgetPause(
@@ -114,15 +116,18 @@ def _error_record(
 # --------------------------------------------------------------------------- profile
 
 
-async def profile(ctx: Context, target: Target) -> models.Batch:
+async def profile(ctx: Context, target: Target, out: models.Batch | None = None) -> models.Batch:
     """``GET /{ig-user-id}?fields=username,followers_count,…``: one snapshot row."""
+    batch = models.Batch() if out is None else out
     resp = await ctx.client.get(
         target.ig_user_id, {"fields": PROFILE_FIELDS}, token=target.token, account=target.ig_user_id
     )
     skips = _Skips()
     snap = parse.profile(resp.body, target.ig_user_id, ctx.clock.now(), skips)
     _log_skips(ctx, target, "profile", skips)
-    return models.Batch(profiles=[snap] if snap else [])
+    if snap:
+        batch.profiles.append(snap)
+    return batch
 
 
 # --------------------------------------------------------------------------- account insights
@@ -173,7 +178,7 @@ class _AccountOp:
             params["since"] = int(self.start.timestamp())
             params["until"] = int(self.end.timestamp())
         else:
-            params["timeframe"] = ctx.demographics_timeframe
+            params["timeframe"] = ctx.plan.demographics_timeframe
         return params
 
 
@@ -184,15 +189,17 @@ async def account_insights(
     since: datetime,
     daily: bool = True,
     demographics: bool,
+    out: models.Batch | None = None,
 ) -> models.Batch:
     """Account metrics for every Pacific day from ``since`` to now, and/or demographics.
 
     The calls (one per day and metric group, one per 30-day series window, one per demographic
     breakdown) travel together through the batch endpoint; a rejected metric is learned and
-    its call made again without it.
+    its call made again without it. Rows land in ``out`` as they arrive, so what was
+    collected before a failure or a cancellation is kept.
     """
     now = ctx.clock.now()
-    batch = models.Batch()
+    batch = models.Batch() if out is None else out
     skips = _Skips()
     days = day_windows(since, now)
     series_since = max(parse.pacific_day_start(since), parse.pacific_day_start(now - MAX_WINDOW))
@@ -332,12 +339,17 @@ def _learn(
 
 
 async def media_discovery(
-    ctx: Context, target: Target, known: set[str], *, walk_all: bool
+    ctx: Context,
+    target: Target,
+    known: set[str],
+    *,
+    walk_all: bool,
+    out: models.Batch | None = None,
 ) -> models.Batch:
     """Walk ``/media`` newest first until a page holds known media (or to the end)."""
-    batch = models.Batch()
+    batch = models.Batch() if out is None else out
     skips = _Skips()
-    params: dict[str, graph.ParamValue] = {"fields": MEDIA_FIELDS, "limit": ctx.page_size}
+    params: dict[str, graph.ParamValue] = {"fields": MEDIA_FIELDS, "limit": ctx.plan.page_size}
     async for page in ctx.client.pages(
         f"{target.ig_user_id}/media", params, token=target.token, account=target.ig_user_id
     ):
@@ -363,88 +375,98 @@ class StoryListing:
     """What ``/stories`` returned: the stories, and which of them came with their insights."""
 
     batch: models.Batch
+    stories: list[models.Media] = dataclasses.field(default_factory=list)
     polled: set[str] = dataclasses.field(default_factory=set)
     #: why the nested ``insights.metric(…)`` expansion was refused, if it was
     expansion_error: str | None = None
 
 
 async def story_discovery(
-    ctx: Context, target: Target, *, insights: Sequence[str] = ()
+    ctx: Context,
+    target: Target,
+    *,
+    insights: Sequence[str] = (),
+    out: models.Batch | None = None,
 ) -> StoryListing:
     """List the live stories (``/stories``), with their insights in the same call if asked.
 
     Field expansion (``insights.metric(…)``) snapshots every live story in one round trip; Meta
     fails the whole call when any story cannot serve a metric (fewer than 5 viewers, a metric
     its kind rejects), so a refused expansion falls back to the plain listing and the caller
-    polls those stories one by one.
+    polls those stories one by one. Every snapshot taken here is a regular one: the final
+    snapshot is a call of its own, with the navigation breakdown.
     """
+    batch = models.Batch() if out is None else out
     if insights:
         try:
-            return await _list_stories(ctx, target, list(insights))
+            return await _list_stories(ctx, target, list(insights), batch)
         except errors.InvalidMetric as exc:
-            listing = await _list_stories(ctx, target, [])
+            listing = await _list_stories(ctx, target, [], batch)
             _learn(ctx, models.ObjectKind.STORY, exc, list(insights), listing.batch)
             listing.expansion_error = str(exc)[:300]
             return listing
         except (errors.ObjectError, errors.InvalidRequest) as exc:
-            listing = await _list_stories(ctx, target, [])
+            listing = await _list_stories(ctx, target, [], batch)
             listing.expansion_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             return listing
-    return await _list_stories(ctx, target, [])
+    return await _list_stories(ctx, target, [], batch)
 
 
-async def _list_stories(ctx: Context, target: Target, insights: list[str]) -> StoryListing:
+async def _list_stories(
+    ctx: Context, target: Target, insights: list[str], batch: models.Batch
+) -> StoryListing:
+    """One walk of ``/stories``; its rows reach ``batch`` only once the whole walk answered
+    (a refused expansion is walked again without insights)."""
     listing = StoryListing(models.Batch())
-    batch = listing.batch
+    found = listing.batch
     skips = _Skips()
     fields = STORY_FIELDS
     if insights:
         fields += f",insights.metric({','.join(insights)})"
-    params: dict[str, graph.ParamValue] = {"fields": fields, "limit": ctx.page_size}
+    params: dict[str, graph.ParamValue] = {"fields": fields, "limit": ctx.plan.page_size}
     async for page in ctx.client.pages(
         f"{target.ig_user_id}/stories", params, token=target.token, account=target.ig_user_id
     ):
         now = ctx.clock.now()
         for item in page:
             story = parse.media_item(
-                item, target.ig_user_id, now, story_lifetime=ctx.story_lifetime, skipped=skips
+                item, target.ig_user_id, now, story_lifetime=ctx.plan.story_lifetime, skipped=skips
             )
             if story is None:
                 continue
-            batch.media.append(story)
+            found.media.append(story)
+            listing.stories.append(story)
             nested = item.get("insights") if insights else None
             if isinstance(nested, dict):
-                # inside the final window this capture is a final one, as a poll would be
-                final = story.expires_at is not None and now >= story.expires_at - (
-                    ctx.story_final_lead
+                found.media_metrics.extend(
+                    parse.media_insights(nested, story.media_id, insights, now, skipped=skips)
                 )
-                batch.media_metrics.extend(
-                    parse.media_insights(
-                        nested, story.media_id, insights, now, is_final=final, skipped=skips
-                    )
-                )
-                batch.media_polls.append(
-                    models.MediaPoll(story.media_id, now, models.InsightsStatus.OK, is_final=final)
+                found.media_polls.append(
+                    models.MediaPoll(story.media_id, now, models.InsightsStatus.OK)
                 )
                 listing.polled.add(story.media_id)
     _log_skips(ctx, target, "story_discovery", skips)
+    batch.extend(found)
+    listing.batch = batch
     return listing
 
 
-async def media_insights(ctx: Context, target: Target, media: models.Media) -> models.Batch:
+async def media_insights(
+    ctx: Context, target: Target, media: models.Media, out: models.Batch | None = None
+) -> models.Batch:
     """One media object's (or story's) insights: its plain metrics, then each breakdown."""
-    batch = models.Batch()
+    batch = models.Batch() if out is None else out
     skips = _Skips()
     kind = media.kind
     now = ctx.clock.now()
     is_story = kind is models.ObjectKind.STORY
-    if is_story and media.expires_at is not None and now >= media.expires_at:
+    if is_story and stories.expired(now, media.expires_at):
         batch.media_polls.append(
             models.MediaPoll(media.media_id, now, models.InsightsStatus.GONE, reason="expired")
         )
         return batch
-    is_final = (
-        is_story and media.expires_at is not None and now >= media.expires_at - ctx.story_final_lead
+    is_final = is_story and stories.in_final_window(
+        now, media.expires_at, ctx.plan.story_final_lead
     )
     groups: list[tuple[str | None, tuple[str, ...]]] = [(None, ctx.catalog.media_metrics(kind))]
     if not is_story or is_final:
@@ -491,7 +513,11 @@ PROBE_BATCH = 10
 
 
 async def media_insights_many(
-    ctx: Context, target: Target, items: Sequence[models.Media]
+    ctx: Context,
+    target: Target,
+    items: Sequence[models.Media],
+    *,
+    out: models.Batch | None = None,
 ) -> models.Batch:
     """The plain metrics of many feed media, 50 per round trip (the batch endpoint).
 
@@ -500,7 +526,7 @@ async def media_insights_many(
     rejected metric is learned and the media objects that asked for it are asked again
     without it in the next round.
     """
-    batch = models.Batch()
+    batch = models.Batch() if out is None else out
     skips = _Skips()
     pending: dict[str, models.Media] = {}
     for media in items:
@@ -524,7 +550,7 @@ async def media_insights_many(
             checkpoint(ctx, target, batch)
             # no more operations in one request than the budget has room for: feed media are
             # the least urgent work, so they stop at the high-water mark
-            room = ctx.client.limiter.headroom(target.ig_user_id)
+            room = ctx.limiter.headroom(target.ig_user_id)
             if room == 0 and ctx.yield_at_pause:
                 raise errors.BudgetPause("usage at the high-water mark", batch=batch)
             size = PROBE_BATCH if room is None else max(1, min(graph.MAX_BATCH, room))
@@ -679,31 +705,25 @@ def _asked_plain(ctx: Context, kind: models.ObjectKind, metrics: Sequence[str]) 
 # --------------------------------------------------------------------------- tokens
 
 
-async def token_check(ctx: Context, target: Target) -> tuple[graph.TokenInfo, models.Batch]:
-    """``debug_token`` for the account's token, and the row recording what it said.
-
-    Raises ``TokenInvalid`` (with that row on ``batch``) when the token is not valid.
-    """
+async def token_check(ctx: Context, target: Target, out: models.Batch) -> graph.TokenInfo:
+    """``debug_token`` for the account's token; the row recording what it said goes to
+    ``out`` (also when the token is not valid, which raises ``TokenInvalid`` after)."""
     info = await ctx.client.debug_token(target.token)
-    batch = models.Batch(
-        token_checks=[
-            models.TokenCheck(
-                target.ig_user_id,
-                info.is_valid,
-                info.expires_at,
-                info.data_access_expires_at,
-                info.scopes,
-                ctx.clock.now(),
-            )
-        ]
+    out.token_checks.append(
+        models.TokenCheck(
+            target.ig_user_id,
+            info.is_valid,
+            info.expires_at,
+            info.data_access_expires_at,
+            info.scopes,
+            ctx.clock.now(),
+        )
     )
     if not info.is_valid:
-        exc = errors.TokenInvalid(
+        raise errors.TokenInvalid(
             f"debug_token reports the token as invalid: {info.error or 'no reason given'}"
         )
-        exc.batch = batch
-        raise exc
-    return info, batch
+    return info
 
 
 def insights_since(

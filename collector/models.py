@@ -213,7 +213,10 @@ class AccountUsage:
 
 @dataclasses.dataclass(slots=True)
 class Batch:
-    """Everything one unit of work produced, written in one transaction."""
+    """Everything one unit of work produced, written in one transaction.
+
+    Each field is one kind of record; ``collector.records.KINDS`` says how each is stored.
+    """
 
     profiles: list[ProfileSnapshot] = dataclasses.field(default_factory=list)
     media: list[Media] = dataclasses.field(default_factory=list)
@@ -228,19 +231,7 @@ class Batch:
     usages: list[AccountUsage] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
-        return (
-            len(self.profiles)
-            + len(self.media)
-            + len(self.media_metrics)
-            + len(self.media_polls)
-            + len(self.account_metrics)
-            + len(self.errors)
-            + len(self.verdicts)
-            + len(self.statuses)
-            + len(self.successes)
-            + len(self.token_checks)
-            + len(self.usages)
-        )
+        return sum(len(getattr(self, field.name)) for field in dataclasses.fields(self))
 
     def extend(self, other: Batch) -> None:
         for field in dataclasses.fields(self):

@@ -11,12 +11,11 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from collector import errors, models, schema
+from collector import errors, models, records, schema
 
 #: asyncpg/OS errors meaning "the server is not there (any more)": worth a retry or the spool,
 #: unlike a constraint violation, which would fail the same way again
@@ -70,13 +69,6 @@ def describe_dsn(dsn: str) -> str:
     user = urllib.parse.unquote(parts.username) if parts.username else None
     database = urllib.parse.unquote(parts.path.lstrip("/")) or (query.get("dbname") or [""])[0]
     return f"PostgreSQL at {host}:{port}/{database or user or '(default database)'}"
-
-
-def _number(value: models.Number) -> Decimal | int:
-    # Decimal(0.1) would store 0.1000000000000000055…; repr gives the shortest exact spelling.
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return value
 
 
 class Store:
@@ -138,6 +130,11 @@ class Store:
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
             raise errors.StoreError(f"{what} failed: {detail}") from exc
+        except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
+            # asyncpg could not encode a value of a record (text that is not Unicode, a number
+            # beyond the column): that record is refused, as PostgreSQL would refuse it
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
+            raise errors.StoreError(f"{what} failed: a value cannot be stored: {detail}") from exc
 
     @contextlib.asynccontextmanager
     async def _conn(self, what: str) -> AsyncIterator[Any]:
@@ -252,185 +249,28 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     async def write(self, batch: models.Batch) -> None:
-        """Store a batch in one transaction; replaying the same batch changes nothing."""
+        """Store a batch in one transaction; replaying the same batch changes nothing.
+
+        ``StoreError`` (not ``DatabaseUnavailable``) means PostgreSQL refused a record of it:
+        writing the same batch again fails the same way.
+        """
         if not len(batch):
             return
-        ids = sorted(
-            {p.ig_user_id for p in batch.profiles}
-            | {m.ig_user_id for m in batch.media}
-            | {m.ig_user_id for m in batch.account_metrics}
-            | {e.ig_user_id for e in batch.errors}
-            | {c.ig_user_id for c in batch.statuses}
-            | {c.ig_user_id for c in batch.successes}
-            | {c.ig_user_id for c in batch.token_checks}
-            | {c.ig_user_id for c in batch.usages}
-        )
+        ids = records.account_ids(batch)
         async with self._conn("write batch") as conn, conn.transaction():
             if ids:
                 await conn.execute(_q("ensure_accounts"), ids)
-            if batch.profiles:
-                await _stage(
-                    conn,
-                    "stage_profile",
-                    [
-                        (
-                            p.ig_user_id,
-                            p.captured_at,
-                            p.username,
-                            p.followers_count,
-                            p.follows_count,
-                            p.media_count,
-                        )
-                        for p in batch.profiles
-                    ],
-                )
-                await conn.execute(_q("insert_account_snapshots"))
-                await conn.execute(_q("update_account_usernames"))
-            if batch.media:
-                await _stage(
-                    conn,
-                    "stage_media",
-                    [
-                        (
-                            m.media_id,
-                            m.ig_user_id,
-                            m.media_type,
-                            m.media_product_type,
-                            m.posted_at,
-                            m.permalink,
-                            m.caption,
-                            m.expires_at,
-                            m.seen_at,
-                        )
-                        for m in batch.media
-                    ],
-                )
-                await conn.execute(_q("upsert_media"))
-            if batch.media_metrics:
-                await _stage(
-                    conn,
-                    "stage_media_metric",
-                    [
-                        (
-                            v.media_id,
-                            v.metric,
-                            v.breakdown,
-                            v.dimension,
-                            _number(v.value),
-                            v.captured_at,
-                            v.is_final,
-                        )
-                        for v in batch.media_metrics
-                    ],
-                )
-                await conn.execute(_q("insert_media_metrics"))
-            if batch.media_polls:
-                await _stage(
-                    conn,
-                    "stage_media_poll",
-                    [
-                        (p.media_id, p.polled_at, str(p.status), p.is_final, p.reason)
-                        for p in batch.media_polls
-                    ],
-                )
-                await conn.execute(_q("apply_media_polls"))
-            if batch.account_metrics:
-                await _stage(
-                    conn,
-                    "stage_account_metric",
-                    [
-                        (
-                            v.ig_user_id,
-                            v.metric,
-                            v.period,
-                            v.breakdown,
-                            v.dimension,
-                            v.end_time,
-                            _number(v.value),
-                            v.captured_at,
-                        )
-                        for v in batch.account_metrics
-                    ],
-                )
-                await conn.execute(_q("upsert_account_metrics"))
-            if batch.errors:
-                await _stage(
-                    conn,
-                    "stage_error",
-                    [
-                        (
-                            e.ig_user_id,
-                            e.occurred_at,
-                            e.job,
-                            e.object_id,
-                            e.error_class,
-                            e.code,
-                            e.subcode,
-                            e.message,
-                            e.fbtrace_id,
-                        )
-                        for e in batch.errors
-                    ],
-                )
-                await conn.execute(_q("insert_collection_errors"))
-                await conn.execute(_q("update_account_last_error"))
-            if batch.verdicts:
-                await _stage(
-                    conn,
-                    "stage_verdict",
-                    [
-                        (
-                            str(v.object_kind),
-                            v.metric,
-                            v.api_version,
-                            v.supported,
-                            v.reason,
-                            v.learned_at,
-                        )
-                        for v in batch.verdicts
-                    ],
-                )
-                await conn.execute(_q("upsert_metric_support"))
-            # Account bookkeeping rides in the batch so that it is spooled and replayed in
-            # order with the data when the database is away; a handful of rows per batch.
-            if batch.token_checks:
-                await conn.executemany(
-                    _q("set_token_info"),
-                    [
-                        (
-                            t.ig_user_id,
-                            t.valid,
-                            t.expires_at,
-                            t.data_access_expires_at,
-                            list(t.scopes),
-                            t.checked_at,
-                        )
-                        for t in batch.token_checks
-                    ],
-                )
-            if batch.successes:
-                await conn.executemany(
-                    _q("record_success"), [(c.ig_user_id, c.at) for c in batch.successes]
-                )
-            if batch.usages:
-                await conn.executemany(
-                    _q("set_account_usage"),
-                    [
-                        (
-                            u.ig_user_id,
-                            None if u.percent is None else _number(u.percent),
-                            u.at,
-                            u.paused_until,
-                            u.throttle_events,
-                        )
-                        for u in batch.usages
-                    ],
-                )
-            if batch.statuses:
-                await conn.executemany(
-                    _q("set_account_status"),
-                    [(c.ig_user_id, str(c.status), c.reason, c.at) for c in batch.statuses],
-                )
+            for kind in records.KINDS:
+                found = getattr(batch, kind.part)
+                if not found:
+                    continue
+                rows = [kind.row(r) for r in found]
+                if kind.stage is None:
+                    await conn.executemany(_q(kind.statements[0]), rows)
+                    continue
+                await _stage(conn, kind.stage, rows)
+                for statement in kind.statements:
+                    await conn.execute(_q(statement))
 
     # ------------------------------------------------------------------ reads
 

@@ -113,6 +113,29 @@ class Telemetry:
             ["table"],
             registry=r,
         )
+        self.rows_quarantined = prometheus_client.Counter(
+            "collector_rows_quarantined",
+            "Records PostgreSQL refused (kept aside in the state directory's rejected.jsonl), "
+            "by table.",
+            ["table"],
+            registry=r,
+        )
+        self.rows_dropped = prometheus_client.Counter(
+            "collector_rows_dropped",
+            "Records lost because neither PostgreSQL nor the spool could take them and the "
+            "in-memory bound was reached.",
+            registry=r,
+        )
+        self.rows_held = prometheus_client.Gauge(
+            "collector_rows_held",
+            "Records in memory waiting for PostgreSQL or the spool.",
+            registry=r,
+        )
+        self.degraded = prometheus_client.Gauge(
+            "collector_degraded",
+            "1 while the spool cannot take rows (a full or failing disk) and rows wait in memory.",
+            registry=r,
+        )
         self.spool_bytes = prometheus_client.Gauge(
             "collector_spool_bytes", "Size of the spool of unwritten batches.", registry=r
         )
@@ -168,6 +191,14 @@ class Telemetry:
         if n > 0:
             self.rows.labels(table=table).inc(n)
 
+    def rows_refused(self, table: str, n: int) -> None:
+        if n > 0:
+            self.rows_quarantined.labels(table=table).inc(n)
+
+    def rows_lost(self, n: int) -> None:
+        if n > 0:
+            self.rows_dropped.inc(n)
+
     def webhook(self, outcome: str) -> None:
         """One webhook request, by outcome."""
         self.webhooks.labels(outcome=outcome).inc()
@@ -198,6 +229,8 @@ class Telemetry:
         spool_batches: int | None = None,
         database_up: bool | None = None,
         loop_lag_s: float | None = None,
+        rows_held: int | None = None,
+        degraded: bool | None = None,
     ) -> None:
         """Set the levels given; ``None`` leaves a gauge as it is."""
         if jobs_due is not None:
@@ -212,6 +245,10 @@ class Telemetry:
             self.database_up.set(1 if database_up else 0)
         if loop_lag_s is not None:
             self.loop_lag.set(loop_lag_s)
+        if rows_held is not None:
+            self.rows_held.set(rows_held)
+        if degraded is not None:
+            self.degraded.set(1 if degraded else 0)
 
     # ------------------------------------------------------------------ exposition
 

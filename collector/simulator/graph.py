@@ -231,6 +231,11 @@ class Graph:
                 error=None if error is None else error.error_class,
                 fault=fault or label,
                 in_batch=call.in_batch,
+                params=tuple(
+                    (k, v)
+                    for k, v in sorted(call.params.items())
+                    if k not in ("access_token", "appsecret_proof")
+                ),
             )
         )
         if commit and error is None:

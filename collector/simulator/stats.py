@@ -20,6 +20,11 @@ class RequestRecord:
     error: str | None
     fault: str | None
     in_batch: bool
+    #: the query parameters, credentials left out (``access_token``, ``appsecret_proof``)
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        return next((v for k, v in self.params if k == name), None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
