@@ -287,11 +287,18 @@ class Daemon:
         if not self.database_ready:
             tasks.add(asyncio.create_task(self._await_database(run), name="database"))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not self.stop.is_set():
+            watching = set(tasks)
+            while watching:
+                done, watching = await asyncio.wait(watching, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if self.stop.is_set():
+                        continue
                     task.result()  # a side task crashed: stop the daemon loudly
+                    if task.get_name() == "database":
+                        continue  # its work is done: the database answered
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
+                if self.stop.is_set():
+                    break
         finally:
             self.stop.set()
             self.notifier.stopping()

@@ -708,7 +708,14 @@ def _asked_plain(ctx: Context, kind: models.ObjectKind, metrics: Sequence[str]) 
 async def token_check(ctx: Context, target: Target, out: models.Batch) -> graph.TokenInfo:
     """``debug_token`` for the account's token; the row recording what it said goes to
     ``out`` (also when the token is not valid, which raises ``TokenInvalid`` after)."""
-    info = await ctx.client.debug_token(target.token)
+    try:
+        info = await ctx.client.debug_token(target.token)
+    except errors.TokenInvalid:
+        # refused before debug_token could answer (the token is its own access token)
+        out.token_checks.append(
+            models.TokenCheck(target.ig_user_id, False, None, None, (), ctx.clock.now())
+        )
+        raise
     out.token_checks.append(
         models.TokenCheck(
             target.ig_user_id,

@@ -818,25 +818,7 @@ class Runner:
             await self._story_discovery(state, now, out)
             again(p.story_discovery)
         elif kind in (Kind.ACCOUNT_INSIGHTS, Kind.DEMOGRAPHICS):
-            demographics = kind is Kind.DEMOGRAPHICS
-            since = (
-                now
-                if demographics
-                else jobs.insights_since(
-                    state.last_metric_end,
-                    now,
-                    backfill_days=p.backfill_days,
-                    repoll_days=p.repoll_days,
-                )
-            )
-            found = len(out.account_metrics)
-            await jobs.account_insights(
-                ctx, target, since=since, daily=not demographics, demographics=demographics, out=out
-            )
-            ends = [m.end_time for m in out.account_metrics[found:] if m.period == "day"]
-            if ends and (state.last_metric_end is None or max(ends) > state.last_metric_end):
-                state.last_metric_end = max(ends)
-            again(p.demographics if demographics else p.account_insights)
+            await self._account_insights(state, kind, now, out)
         elif kind is Kind.MEDIA_INSIGHTS or (kind is Kind.STORY_INSIGHTS and companions):
             try:
                 await self._media_batch(state, [job, *companions], out)
@@ -855,6 +837,53 @@ class Runner:
                 raise
         elif kind is Kind.STORY_INSIGHTS:
             await self._story_job(state, job, now, out)
+
+    async def _account_insights(
+        self, state: AccountState, kind: scheduler.JobKind, now: datetime, out: models.Batch
+    ) -> None:
+        """Day buckets, or demographics, or both in the same round trips when both are due."""
+        uid = state.target.ig_user_id
+        p = self.plan
+        other = Kind.DEMOGRAPHICS if kind is Kind.ACCOUNT_INSIGHTS else Kind.ACCOUNT_INSIGHTS
+        along = self.scheduler.queued((uid, other, None))
+        if along is not None and along.due_at <= now:
+            self.scheduler.discard(along.key)
+            if self.once:
+                self._ran.add(along.key)
+            kinds = {kind, other}
+        else:
+            kinds = {kind}
+        daily = Kind.ACCOUNT_INSIGHTS in kinds
+        since = (
+            jobs.insights_since(
+                state.last_metric_end, now, backfill_days=p.backfill_days, repoll_days=p.repoll_days
+            )
+            if daily
+            else now
+        )
+        found = len(out.account_metrics)
+        try:
+            await jobs.account_insights(
+                state.context,
+                state.target,
+                since=since,
+                daily=daily,
+                demographics=Kind.DEMOGRAPHICS in kinds,
+                out=out,
+            )
+        except BaseException:
+            if along is not None and len(kinds) == 2:
+                # the job that came along goes back as it was; the caller handles this one
+                self._ran.discard(along.key)
+                self._queue(along)
+            raise
+        ends = [m.end_time for m in out.account_metrics[found:] if m.period == "day"]
+        if ends and (state.last_metric_end is None or max(ends) > state.last_metric_end):
+            state.last_metric_end = max(ends)
+        for done in kinds:
+            self._again(
+                done, uid, p.demographics if done is Kind.DEMOGRAPHICS else p.account_insights
+            )
 
     def _again(self, kind: scheduler.JobKind, uid: str, every: timedelta) -> None:
         """The next occurrence of a periodic job (later when the account's usage is high)."""

@@ -5,46 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from collector import clock, config, daemon, models, spool
 from collector import store as store_mod
 from collector.simulator import server
 
 from ..pgproxy import PgProxy
-from .conftest import MakeSettings, write_config
+from .conftest import MakeSettings, eventually, write_config
 from .test_once import served_account, served_media, stored_media
 from .test_runner import Harness
-
-
-@pytest.fixture
-async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
-    p = PgProxy(db_dsn)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def _once(settings: config.Settings, fake: clock.FakeClock) -> tuple[int, str]:
     out = io.StringIO()
     rc = await daemon.run_once(settings, clock=fake, out=out)
     return rc, out.getvalue()
-
-
-async def _when(condition: Any, *, within: float = 30.0) -> None:
-    """Wait (polling the event loop, not a fixed sleep) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
 
 
 async def test_once_with_the_database_cut_mid_pass_completes_spools_and_replays(
@@ -66,9 +46,9 @@ async def test_once_with_the_database_cut_mid_pass_completes_spools_and_replays(
     total = len(sim.world.accounts) * 60
 
     async def outage() -> None:
-        await _when(lambda: sim.stats.total_requests >= 40)
+        await eventually(lambda: sim.stats.total_requests >= 40)
         await proxy.cut()
-        await _when(lambda: sim.stats.total_requests >= total // 2)
+        await eventually(lambda: sim.stats.total_requests >= total // 2)
         await proxy.restore()
 
     cutter = asyncio.create_task(outage())
@@ -105,7 +85,7 @@ async def test_once_with_the_database_down_to_the_end_exits_spooled_and_the_next
     )
 
     async def outage() -> None:
-        await _when(lambda: sim.stats.total_requests >= 10)
+        await eventually(lambda: sim.stats.total_requests >= 10)
         await proxy.cut()
 
     cutter = asyncio.create_task(outage())
@@ -292,7 +272,7 @@ async def test_a_job_cancelled_at_the_drain_deadline_hands_over_what_it_collecte
         run = h.runner
         stop = asyncio.Event()
         task = asyncio.create_task(run.run(stop))
-        await _when(lambda: sim.faults.pending == 0)  # the second batch is in flight
+        await eventually(lambda: sim.faults.pending == 0)  # the second batch is in flight
         assert run.in_flight == 1
         stop.set()
         await task

@@ -3,13 +3,11 @@ in order when it is back, and nothing is lost or duplicated (checked against gro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from collector import clock, metrics_catalog, spool, wiring, writer
 from collector import store as store_mod
@@ -17,14 +15,6 @@ from collector import store as store_mod
 from ..pgproxy import PgProxy
 from .conftest import MakeSettings
 from .test_once import served_media, stored_media
-
-
-@pytest.fixture
-async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
-    p = PgProxy(db_dsn)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def test_outage_loses_and_duplicates_nothing(
