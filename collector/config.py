@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import os
 import re
+import socket
 import stat
 import threading
 import tomllib
@@ -506,6 +507,8 @@ class GraphSettings(Section):
     """``[graph]``: the Graph API endpoint, the app credentials and the HTTP client."""
 
     base_url: str = "https://graph.facebook.com"
+    #: the host of the Instagram API with Instagram Login (accounts with login = "instagram")
+    instagram_base_url: str = "https://graph.instagram.com"
     api_version: str = "v25.0"
     app_id: AppId | None = None
     app_secret: pydantic.SecretStr | None = None
@@ -518,10 +521,14 @@ class GraphSettings(Section):
     retry_base: Backoff = timedelta(seconds=1)
     retry_max: Backoff = timedelta(seconds=60)
     page_size: int = pydantic.Field(default=50, ge=1, le=100)
+    max_body_bytes: pydantic.ByteSize = pydantic.Field(
+        default=pydantic.ByteSize(8 * 1024 * 1024), ge=64 * 1024, le=256 * 1024 * 1024
+    )
+    max_pages: int = pydantic.Field(default=1000, ge=1, le=100_000)
 
     _app_secret_source: str = pydantic.PrivateAttr("not set")
 
-    @pydantic.field_validator("base_url")
+    @pydantic.field_validator("base_url", "instagram_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
         parts = urllib.parse.urlsplit(value.strip())
@@ -533,7 +540,8 @@ class GraphSettings(Section):
             or parts.fragment
         ):
             raise _value_error(
-                "must be an http(s) URL without a path, e.g. 'https://graph.facebook.com'"
+                "must be an http(s) URL without a path, e.g. 'https://graph.facebook.com' "
+                "(or 'https://graph.instagram.com' for instagram_base_url)"
             )
         return f"{parts.scheme}://{parts.netloc}"
 
@@ -708,6 +716,85 @@ class ShutdownSettings(Section):
     drain_timeout: Timeout = timedelta(seconds=20)
 
 
+class ClusterSettings(Section):
+    """``[cluster]``: several processes share the accounts through leases in PostgreSQL."""
+
+    enabled: bool = False
+    lease_ttl: Duration = timedelta(seconds=30)
+    heartbeat: Duration = timedelta(seconds=10)
+    #: this process's name among the members (default: host name and process id)
+    name: AccountName | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.lease_ttl < timedelta(seconds=2):
+            raise _problem(
+                f"must be at least 2s, e.g. '30s', got {format_duration(self.lease_ttl)}",
+                ("lease_ttl",),
+            )
+        if self.heartbeat * 2 > self.lease_ttl:
+            raise _problem(
+                "must be at most half of lease_ttl "
+                f"({format_duration(self.lease_ttl)}) so that a lease is renewed twice before "
+                f"it can expire, got {format_duration(self.heartbeat)}",
+                ("heartbeat",),
+            )
+        return self
+
+    def member_name(self) -> str:
+        """The name this process goes by in the lease table."""
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class TokensSettings(Section):
+    """``[tokens]``: renewal of Instagram Login tokens (Facebook Login tokens are only watched)."""
+
+    refresh_before: Duration = timedelta(days=10)
+    park_before: Duration = timedelta(days=1)
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.park_before >= self.refresh_before:
+            raise _problem(
+                f"must be shorter than refresh_before ({format_duration(self.refresh_before)}): "
+                "the collector tries to renew a token before it gives up on it, "
+                f"got {format_duration(self.park_before)}",
+                ("park_before",),
+            )
+        if self.refresh_before >= INSTAGRAM_TOKEN_LIFETIME:
+            raise _problem(
+                "must be shorter than an Instagram Login token's 60-day lifetime, e.g. '10d', "
+                f"got {format_duration(self.refresh_before)}",
+                ("refresh_before",),
+            )
+        return self
+
+
+#: how long a refreshed Instagram Login token lives (refresh_access_token reference)
+INSTAGRAM_TOKEN_LIFETIME = timedelta(days=60)
+
+Login = Annotated[Literal["facebook", "instagram"], pydantic.BeforeValidator(_lower)]
+
+#: metrics only the Instagram API with Facebook Login serves (docs/graph-api-notes.md §2)
+FACEBOOK_LOGIN_ONLY_METRICS = frozenset(
+    {"total_likes", "total_comments", "total_views", "link_clicks"}
+)
+
+_FILTER = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,64}")
+
+
+def _filter_entry(value: object) -> object:
+    if not isinstance(value, str) or not _FILTER.fullmatch(value.strip()):
+        raise _value_error(
+            "each entry must be an Instagram username, a shell glob over usernames "
+            "(e.g. 'acme*') or a numeric ig_user_id, 1-64 characters"
+        )
+    return value.strip()
+
+
+FilterEntry = Annotated[str, pydantic.BeforeValidator(_filter_entry)]
+
+
 _UNRESOLVED = pydantic.SecretStr("")
 
 
@@ -717,6 +804,7 @@ class Account(Section):
     name: AccountName
     ig_user_id: IgUserId
     enabled: bool = True
+    login: Login = "facebook"
     token: pydantic.SecretStr = _UNRESOLVED
     token_file: Path | None = None
     token_env: EnvName | None = None
@@ -730,6 +818,16 @@ class Account(Section):
 
     @pydantic.model_validator(mode="after")
     def _resolve_token(self) -> Self:
+        if self.login == "instagram":
+            for kind, names in self.metrics.items():
+                wrong = sorted(set(names) & FACEBOOK_LOGIN_ONLY_METRICS)
+                if wrong:
+                    raise _problem(
+                        f"{', '.join(wrong)}: only the Instagram API with Facebook Login serves "
+                        f"{'it' if len(wrong) == 1 else 'them'}: remove "
+                        f'{"it" if len(wrong) == 1 else "them"} or set login = "facebook"',
+                        ("metrics", str(kind)),
+                    )
         resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
         _replace(self, "token", resolved.value)
         self._token_source = resolved.source
@@ -754,8 +852,50 @@ class Account(Section):
     def row(self) -> models.AccountRow:
         """The account as the store records it."""
         return models.AccountRow(
-            ig_user_id=models.IgUserId(self.ig_user_id), name=self.name, enabled=self.enabled
+            ig_user_id=models.IgUserId(self.ig_user_id),
+            name=self.name,
+            enabled=self.enabled,
+            login=self.login,
         )
+
+
+class Source(Section):
+    """``[[sources]]``: one token that lists accounts (``/me/accounts``, or ``/me``)."""
+
+    name: AccountName
+    login: Login = "facebook"
+    token: pydantic.SecretStr = _UNRESOLVED
+    token_file: Path | None = None
+    token_env: EnvName | None = None
+    token_credential: CredentialName | None = None
+    allow: tuple[FilterEntry, ...] = ()
+    deny: tuple[FilterEntry, ...] = ()
+    every: Duration = timedelta(days=1)
+
+    _token_source: str = pydantic.PrivateAttr("")
+    _token_path: Path | None = pydantic.PrivateAttr(None)
+
+    @pydantic.model_validator(mode="after")
+    def _resolve_token(self) -> Self:
+        resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
+        _replace(self, "token", resolved.value)
+        self._token_source = resolved.source
+        self._token_path = resolved.path
+        return self
+
+    @property
+    def token_source(self) -> str:
+        """Where the token came from (never the token)."""
+        return self._token_source
+
+    @property
+    def token_path(self) -> Path | None:
+        """The file the token was read from, to notice an operator's edit."""
+        return self._token_path
+
+    @property
+    def token_is_literal(self) -> bool:
+        return self._token_path is None and self.token_env is None
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -778,9 +918,12 @@ class Settings(pydantic_settings.BaseSettings):
     web: WebSettings = pydantic.Field(default_factory=WebSettings)
     log: LogSettings = pydantic.Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = pydantic.Field(default_factory=ShutdownSettings)
+    cluster: ClusterSettings = pydantic.Field(default_factory=ClusterSettings)
+    tokens: TokensSettings = pydantic.Field(default_factory=TokensSettings)
     #: run with no enabled account without complaint (see :func:`no_accounts_problem`)
     allow_no_accounts: bool = False
     accounts: tuple[Account, ...] = ()
+    sources: tuple[Source, ...] = ()
 
     _source_path: Path | None = pydantic.PrivateAttr(None)
     _warnings: tuple[str, ...] = pydantic.PrivateAttr(())
@@ -818,6 +961,18 @@ class Settings(pydantic_settings.BaseSettings):
                     )
                 else:
                     first[value] = index
+        seen: dict[str, int] = {}
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                problems.append(
+                    (
+                        ("sources", index, "name"),
+                        f"{source.name!r} is also the name of sources[{seen[source.name]}]: "
+                        "each source needs its own name",
+                    )
+                )
+            else:
+                seen[source.name] = index
         if problems:
             raise pydantic_core.PydanticCustomError(
                 "config_many", "duplicate accounts", {"problems": problems}
@@ -852,6 +1007,7 @@ class Settings(pydantic_settings.BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the log redaction processor."""
         values = [a.token.get_secret_value() for a in self.accounts]
+        values += [s.token.get_secret_value() for s in self.sources]
         for secret in (self.graph.app_secret, self.web.webhook_verify_token):
             if secret is not None:
                 values.append(secret.get_secret_value())
@@ -867,24 +1023,22 @@ class Settings(pydantic_settings.BaseSettings):
 def no_accounts_problem(settings: Settings) -> str | None:
     """Why these settings give the daemon nothing to collect, if they do.
 
-    The rule: a configuration must enable at least one account, or a source of accounts, or
-    say ``allow_no_accounts = true`` (top level). So a config file truncated to nothing, or one
-    whose every account is disabled by mistake, is refused by a reload (the running config
-    stays), fails ``check`` and does not start the daemon, instead of stopping every account
-    without an error.
+    The rule: a configuration must enable at least one account, or list a ``[[sources]]``
+    table (it produces accounts at run time), or say ``allow_no_accounts = true`` (top level).
+    So a config file truncated to nothing, or one whose every account is disabled by mistake,
+    is refused by a reload (the running config stays), fails ``check`` and does not start the
+    daemon, instead of stopping every account without an error.
     """
-    if settings.allow_no_accounts or settings.enabled_accounts():
-        return None
-    # accounts discovered at run time (issue 11's [[sources]]) count as configured accounts
-    if getattr(settings, "sources", ()):
+    # a [[sources]] table produces accounts at run time: it counts as configured accounts
+    if settings.allow_no_accounts or settings.enabled_accounts() or settings.sources:
         return None
     where = settings.source_path or "the configuration (no config file given)"
     disabled = len(settings.accounts)
     found = f"all {disabled} accounts are disabled" if disabled else "no [[accounts]] table"
     return (
-        f"{where}: no enabled account ({found}): add or enable an [[accounts]] table (see "
-        "config/collector.example.toml), or set allow_no_accounts = true at the top of the "
-        "file to run without one"
+        f"{where}: no enabled account ({found}): add or enable an [[accounts]] table, or add a "
+        "[[sources]] table (see config/collector.example.toml), or set allow_no_accounts = true "
+        "at the top of the file to run without one"
     )
 
 
@@ -1055,6 +1209,12 @@ def _warnings(settings: Settings, env_paths: Mapping[tuple[str | int, ...], str]
         if account.token_is_literal and ("accounts",) not in env_paths:
             found.append(
                 f"accounts[{index}] ({account.name}): the token is written in the config file; "
+                "prefer token_file, token_env or token_credential"
+            )
+    for index, source in enumerate(settings.sources):
+        if source.token_is_literal and ("sources",) not in env_paths:
+            found.append(
+                f"sources[{index}] ({source.name}): the token is written in the config file; "
                 "prefer token_file, token_env or token_credential"
             )
     if settings.graph.app_secret_source.startswith("the configuration") and not any(
@@ -1250,6 +1410,9 @@ def describe(settings: Settings) -> dict[str, Any]:
     for entry, account in zip(data["accounts"], settings.accounts, strict=True):
         entry["token"] = _MASK
         entry["token_source"] = account.token_source
+    for entry, source in zip(data["sources"], settings.sources, strict=True):
+        entry["token"] = _MASK
+        entry["token_source"] = source.token_source
     data["source_path"] = None if settings.source_path is None else str(settings.source_path)
     data["warnings"] = list(settings.warnings)
     return data

@@ -21,18 +21,21 @@ from typing import TYPE_CHECKING, TextIO
 import structlog
 
 from collector import clock as clock_mod
-from collector import config as config_mod
 from collector import (
+    cluster,
     errors,
     graph,
+    jobs,
     metrics_catalog,
     models,
     ratelimit,
+    roster,
     runner,
     systemd,
     web,
     wiring,
 )
+from collector import config as config_mod
 from collector import plan as plan_mod
 from collector import store as store_mod
 from collector import telemetry as telemetry_mod
@@ -70,12 +73,19 @@ class Daemon:
         self.store: store_mod.Store | None = None
         self.writer: writer_mod.Writer | None = None
         self.runner: runner.Runner | None = None
+        #: configured and discovered accounts with their current tokens (None until started)
+        self.roster: roster.Roster | None = None
         self.web: web.WebServer | None = None
         self.notifier = systemd.Notifier.from_environ(settings.systemd_env, log=self.log)
         self.telemetry = telemetry_mod.Telemetry()
         self.loop_lag = 0.0
         #: the schema was checked and the accounts synced (False while the database is away)
         self.database_ready = False
+        #: cluster mode: this process's leases
+        self.membership: cluster.Membership | None = None
+        self.limiter: ratelimit.Limiter | None = None
+        #: one heartbeat at a time (the loop's and a reload's)
+        self._beat_lock = asyncio.Lock()
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -108,13 +118,22 @@ class Daemon:
             st = await wiring.open_store(settings, lazy=True)
         self.store = st
         wr = self.writer = wiring.build_writer(settings, st, telemetry=self.telemetry)
+        # a schema this version cannot use stops here, before anything is called or listed
+        # (the account sync waits for the roster: start_database)
+        with contextlib.suppress(errors.DatabaseUnavailable):
+            await st.check_schema()
+        return st, wr
+
+    async def start_database(self) -> None:
+        """Schema check and account sync (once the roster knows the accounts), spool replay."""
+        assert self.writer is not None
+        wr = self.writer
         await self.ensure_database()
         if wr.spool.size:
             wr.spooled_batches = wr.spool.count()
             self.log.info("spool_found", spool_bytes=wr.spool.size, batches=wr.spooled_batches)
             if self.database_ready:
                 await wr.replay()
-        return st, wr
 
     async def ensure_database(self) -> bool:
         """Check the schema and sync the accounts once the database answers (SchemaError and
@@ -124,7 +143,7 @@ class Daemon:
         assert self.store is not None
         assert self.writer is not None
         try:
-            await wiring.prepare(self.settings, self.store, self.clock)
+            await wiring.prepare(self.settings, self.store, self.clock, self.roster)
         except errors.DatabaseUnavailable as exc:
             self.writer.db_up = False
             self.log.debug("database_still_unavailable", message=str(exc)[:200])
@@ -140,6 +159,7 @@ class Daemon:
         catalog: metrics_catalog.Catalog,
         *,
         once: bool,
+        logins: dict[str, jobs.Login] | None = None,
     ) -> runner.Runner:
         assert self.store is not None
         assert self.writer is not None
@@ -153,20 +173,69 @@ class Daemon:
             clock=self.clock,
             telemetry=self.telemetry,
             once=once,
+            logins=logins,
         )
         return run
+
+    async def start_roster(self, logins: dict[str, jobs.Login]) -> roster.Update:
+        """List every source and renew the due tokens: the accounts to start with."""
+        names = self.roster = roster.Roster(self.settings, logins, logger=self.log)
+        return await names.update(self.clock.now(), force=True)
+
+    async def park(self, update: roster.Update) -> None:
+        """Park the accounts whose token could not be renewed before its expiry."""
+        for uid, reason in update.park.items():
+            if self.runner is not None:
+                await self.runner.park(uid, roster.park_error(reason))
+
+    async def _accounts(self) -> None:
+        """Lists the sources and renews the tokens when due; applies what changed."""
+        while True:
+            assert self.roster is not None
+            assert self.runner is not None
+            due = self.roster.next_due()
+            now = self.clock.now()
+            wait = 3600.0 if due is None else max(0.0, min(3600.0, (due - now).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait + 0.001)
+            if self.stop.is_set():
+                return
+            update = await self.roster.update(self.clock.now())
+            if update.changed:
+                if self.database_ready and self.store is not None:
+                    try:
+                        await wiring.prepare(self.settings, self.store, self.clock, self.roster)
+                    except errors.StoreError as exc:
+                        # the rows follow at the next change or reload; collection goes on
+                        self.log.warning("accounts_sync_deferred", message=str(exc)[:200])
+                if self.membership is not None:
+                    await self._cluster_beat(self.runner)
+                else:
+                    await self.runner.set_accounts(self.roster.targets())
+            await self.park(update)
 
     async def _run(self) -> int:
         settings = self.settings
         st, wr = await self.open()
         try:
-            catalog = await wiring.load_catalog(settings, st)
             limiter = wiring.build_limiter(settings)
-            async with wiring.build_client(
-                settings, self.clock, limiter, on_call=self.telemetry.api_call
-            ) as client:
-                run = self.build_runner(client, limiter, catalog, once=False)
-                await run.set_accounts(wiring.targets_of(settings))
+            async with wiring.opened_logins(
+                settings, st, self.clock, limiter, on_call=self.telemetry.api_call
+            ) as logins:
+                update = await self.start_roster(logins)
+                await self.start_database()
+                facebook = logins["facebook"]
+                run = self.build_runner(
+                    facebook.client, limiter, facebook.catalog, once=False, logins=logins
+                )
+                self.limiter = limiter
+                assert self.roster is not None
+                if settings.cluster.enabled:
+                    self._join_cluster(st, [login.client for login in logins.values()], run)
+                    await self._cluster_beat(run)
+                else:
+                    await run.set_accounts(self.roster.targets())
+                await self.park(update)
                 if settings.web.enabled:
                     self.web = web.WebServer(
                         settings,
@@ -231,6 +300,11 @@ class Daemon:
             f"{run.stats.stories_missed} missed, "
             f"{'database up' if wr.db_up and self.database_ready else 'DATABASE DOWN'}, "
             f"spool {wr.spooled_batches} batches"
+            + (
+                f", holds {len(self.membership.held)} leases ({self.membership.members} members)"
+                if self.membership is not None
+                else ""
+            )
             + (f", SPOOL REFUSES ROWS ({wr.pending_rows} in memory)" if wr.degraded else "")
         )
 
@@ -250,6 +324,8 @@ class Daemon:
             rows_held=wr.pending_rows,
             degraded=wr.degraded,
         )
+        if self.membership is not None:
+            t.set_cluster(len(self.membership.held), self.membership.members)
         t.set_accounts(self._accounts_by_status())
         for uid, state in run.accounts.items():
             usage = run.limiter.accounts.get(uid)
@@ -283,9 +359,12 @@ class Daemon:
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(wr.run(writer_stop), name="writer"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._accounts(), name="accounts"),
         }
         if not self.database_ready:
             tasks.add(asyncio.create_task(self._await_database(run), name="database"))
+        if self.membership is not None:
+            tasks.add(asyncio.create_task(self._cluster_loop(run), name="cluster"))
         try:
             watching = set(tasks)
             while watching:
@@ -304,12 +383,14 @@ class Daemon:
             self.notifier.stopping()
             self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
-                if task.get_name() in ("reloader", "database"):
+                if task.get_name() in ("reloader", "database", "accounts"):
                     task.cancel()
             runner_task = next(t for t in tasks if t.get_name() == "runner")
             if not runner_task.done():
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
+            if self.membership is not None:
+                await self._leave_cluster()
             writer_stop.set()
             for task in tasks:
                 if task.get_name() == "heartbeat":
@@ -332,6 +413,18 @@ class Daemon:
                 spool_bytes=wr.spool.size,
             )
 
+    async def _leave_cluster(self) -> None:
+        """A clean stop gives every lease back at once (the others take over within a
+        heartbeat, not a TTL)."""
+        assert self.membership is not None
+        held = len(self.membership.held)
+        try:
+            await self.membership.leave()
+        except errors.StoreError as exc:
+            self.log.warning("cluster_leave_failed", message=str(exc)[:300])
+            return
+        self.log.info("cluster_left", member=self.membership.name, released=held)
+
     async def _drain(self, run: runner.Runner) -> int:
         """In-flight jobs get the drain deadline, unless a second signal says hurry."""
         deadline = self.settings.shutdown.drain_timeout.total_seconds()
@@ -348,6 +441,89 @@ class Daemon:
             return await run.drain(0.0)
         hurry.cancel()
         return drain.result()
+
+    def _join_cluster(
+        self, st: store_mod.Store, clients: list[graph.GraphClient], run: runner.Runner
+    ) -> None:
+        c = self.settings.cluster
+        member = self.membership = cluster.Membership(
+            st, name=c.member_name(), ttl=c.lease_ttl, heartbeat=c.heartbeat, log=self.log
+        )
+        st.fence_holder = member.name
+        for client in clients:
+            client.permit = member.permit
+        run.gate = member.holds
+        run.epoch_of = member.epoch
+        self.log.info(
+            "cluster_joined",
+            member=member.name,
+            lease_ttl=c.lease_ttl.total_seconds(),
+            heartbeat=c.heartbeat.total_seconds(),
+        )
+
+    def _targets(self) -> wiring.Targets:
+        """Every account to collect: configured and discovered."""
+        if self.roster is not None:
+            return self.roster.targets()
+        return wiring.targets_of(self.settings)
+
+    def _held_targets(self) -> wiring.Targets:
+        assert self.membership is not None
+        held = self.membership.accounts()
+        return [t for t in self._targets() if t[0].ig_user_id in held]
+
+    async def _cluster_beat(self, run: runner.Runner) -> None:
+        """One heartbeat: renew, balance and claim leases, and apply what changed."""
+        async with self._beat_lock:
+            await self._cluster_beat_locked(run)
+
+    async def _cluster_beat_locked(self, run: runner.Runner) -> None:
+        member = self.membership
+        assert member is not None
+        wanted = [t.ig_user_id for t, _ in self._targets()]
+        try:
+            change = await member.beat(wanted)
+        except errors.StoreError as exc:
+            self.log.warning("cluster_heartbeat_failed", message=str(exc)[:300])
+            if not member.valid():
+                await run.stop_accounts(sorted(member.lapse()))
+            return
+        if change.lost:
+            self.log.warning("leases_lost", accounts=len(change.lost))
+            await run.stop_accounts(sorted(change.lost))
+        if change.surplus:
+            # stopped here first (their running jobs end and hand over their rows), then given
+            # back: never two processes at once
+            await run.stop_accounts(sorted(change.surplus))
+            await member.release(sorted(change.surplus))
+        if change.gained or change.lost or set(run.accounts) != member.accounts():
+            await run.set_accounts(self._held_targets())
+        await self._share_app_pause(member)
+
+    async def _share_app_pause(self, member: cluster.Membership) -> None:
+        """An app-level pause seen here pauses every member; one seen elsewhere pauses us."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        shared = await member.store.app_throttle()
+        now = self.clock.now()
+        mine = limiter.app_paused_until
+        if shared is not None and limiter.share_app_pause(shared[0], shared[1]):
+            self.log.warning(
+                "app_throttle_shared", paused_until=shared[0].isoformat(), reason=shared[1]
+            )
+        elif mine is not None and mine > now and (shared is None or mine > shared[0]):
+            await member.store.set_app_throttle(mine, limiter.app_reason or "", member.name)
+
+    async def _cluster_loop(self, run: runner.Runner) -> None:
+        assert self.membership is not None
+        every = self.settings.cluster.heartbeat.total_seconds()
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
+            if self.stop.is_set():
+                return
+            await self._cluster_beat(run)
 
     async def _await_database(self, run: runner.Runner) -> None:
         """Until the database answers: then check the schema, replay the spool and complete
@@ -390,18 +566,30 @@ class Daemon:
         from collector import log as log_mod  # noqa: PLC0415
 
         log_mod.set_secrets(fresh.secrets())
+        names = self.roster
+        update = roster.Update(changed=False, park={})
+        if names is not None:
+            names.reconfigure(fresh)
+            # sources are listed again on reload (a new one, a changed allow list)
+            update = await names.update(self.clock.now(), force=True)
         if self.database_ready:
             try:
-                await wiring.prepare(fresh, self.store, self.clock)
+                await wiring.prepare(fresh, self.store, self.clock, names)
             except errors.StoreError as exc:
                 self.log.error("config_reload_failed", problem=str(exc))
                 return
         run = self.runner
         run.apply_plan(plan_mod.Plan.from_settings(fresh))
-        await run.set_accounts(wiring.targets_of(fresh))
+        self.settings = fresh
+        if self.membership is not None:
+            await self._cluster_beat(run)  # the accounts to share changed: balance now
+        else:
+            await run.set_accounts(
+                names.targets() if names is not None else wiring.targets_of(fresh)
+            )
+        await self.park(update)
         if self.web is not None:
             self.web.reconfigure(fresh)
-        self.settings = fresh
         self.log.info("config_reloaded", accounts=len(run.accounts))
 
 
@@ -428,11 +616,10 @@ async def run_once(
     ``EXIT_SPOOLED`` when rows are left in the spool because the database was unreachable
     (whatever the accounts did: their rows are safe but not in PostgreSQL yet).
     """
-    targets = wiring.targets_of(settings)
-    if not targets:
+    if not settings.enabled_accounts() and not settings.sources:
         raise errors.ConfigError(
             f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
-            "table (see config/collector.example.toml)"
+            "or a [[sources]] table (see config/collector.example.toml)"
         )
     shell = Daemon(settings, clock=clock)
     log = shell.log
@@ -440,11 +627,18 @@ async def run_once(
     writer_stop = asyncio.Event()
     writer_task = asyncio.create_task(wr.run(writer_stop), name="writer")
     try:
-        catalog = await wiring.load_catalog(settings, st)
         limiter = wiring.build_limiter(settings)
-        async with wiring.build_client(settings, shell.clock, limiter) as client:
-            run = shell.build_runner(client, limiter, catalog, once=True)
+        async with wiring.opened_logins(settings, st, shell.clock, limiter) as logins:
+            update = await shell.start_roster(logins)
+            await shell.start_database()
+            client = logins["facebook"].client
+            run = shell.build_runner(
+                client, limiter, logins["facebook"].catalog, once=True, logins=logins
+            )
+            assert shell.roster is not None
+            targets = shell.roster.targets()
             await run.set_accounts(targets)
+            await shell.park(update)
             log.info("pass_started", accounts=len(targets), database_ready=shell.database_ready)
             await run.run_once()
             writer_stop.set()
@@ -471,6 +665,9 @@ async def run_once(
                 await writer_task
         await st.close()
     print(runner.summary_table(run), file=out or sys.stderr)
+    failed_sources = shell.roster.discoverer.failed if shell.roster is not None else {}
+    for name, why in sorted(failed_sources.items()):
+        print(f"source {name}: listing failed: {why}", file=out or sys.stderr)
     if wr.spooled:
         print(
             f"rows of this pass are in the spool ({wr.spool.path}): the database was "
@@ -478,4 +675,5 @@ async def run_once(
             file=out or sys.stderr,
         )
         return EXIT_SPOOLED
-    return EXIT_OK if all(v is models.AccountStatus.OK for v in verdicts) else EXIT_FAILED
+    ok = all(v is models.AccountStatus.OK for v in verdicts) and not failed_sources
+    return EXIT_OK if ok else EXIT_FAILED

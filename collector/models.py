@@ -65,6 +65,10 @@ class AccountRow:
     ig_user_id: IgUserId
     name: str
     enabled: bool
+    #: "facebook" or "instagram": which API serves the account
+    login: str = "facebook"
+    #: the ``[[sources]]`` entry that discovered the account; None: configured by hand
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,6 +182,8 @@ class AccountStatusChange:
     status: AccountStatus
     reason: str | None
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,6 +192,8 @@ class AccountSuccess:
 
     ig_user_id: IgUserId
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +206,8 @@ class TokenCheck:
     data_access_expires_at: datetime | None
     scopes: tuple[str, ...]
     checked_at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,6 +219,8 @@ class AccountUsage:
     paused_until: datetime | None
     throttle_events: int
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(slots=True)

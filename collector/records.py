@@ -206,6 +206,40 @@ KINDS: tuple[Kind, ...] = (
 
 BY_PART: dict[str, Kind] = {k.part: k for k in KINDS}
 
+#: account bookkeeping a holder decides (a verdict, a success, a token check, a usage reading):
+#: in cluster mode it carries the lease epoch and is refused when that epoch is stale, so a
+#: process that lost an account while frozen cannot overwrite its successor's verdicts (the
+#: data kinds are snapshots: idempotent, and an older capture never wins)
+FENCED: tuple[str, ...] = ("token_checks", "successes", "usages", "statuses")
+
+
+def fenced(batch: models.Batch) -> dict[str, set[int]]:
+    """{account: epochs} of the fenced records of a batch that carry an epoch."""
+    found: dict[str, set[int]] = {}
+    for part in FENCED:
+        for record in getattr(batch, part):
+            if record.epoch is not None:
+                found.setdefault(str(record.ig_user_id), set()).add(record.epoch)
+    return found
+
+
+def without_stale(batch: models.Batch, current: dict[str, int]) -> tuple[models.Batch, int]:
+    """The batch less the fenced records whose epoch is not ``current[account]``; and how many
+    were left out."""
+    kept = models.Batch()
+    dropped = 0
+    for kind, record in items(batch):
+        if (
+            kind.part in FENCED
+            and record.epoch is not None
+            and current.get(str(record.ig_user_id)) != record.epoch
+        ):
+            dropped += 1
+            continue
+        getattr(kept, kind.part).append(record)
+    return kept, dropped
+
+
 _batch_parts = tuple(f.name for f in dataclasses.fields(models.Batch))
 if set(_batch_parts) != set(BY_PART):  # pragma: no cover  (a programming error, caught at import)
     raise RuntimeError(f"models.Batch fields {_batch_parts} differ from records.KINDS")

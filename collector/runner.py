@@ -18,7 +18,7 @@ import asyncio
 import collections
 import dataclasses
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from collector import (
     metrics_catalog,
     models,
     ratelimit,
+    records,
     scheduler,
     stories,
 )
@@ -157,8 +158,11 @@ class Runner:
         telemetry: telemetry_mod.Telemetry | None = None,
         log: structlog.stdlib.BoundLogger | None = None,
         once: bool = False,
+        logins: Mapping[str, jobs.Login] | None = None,
     ) -> None:
         self.client = client
+        #: each login's client and catalog (Instagram Login accounts use their own host)
+        self.logins = logins
         self.limiter = limiter
         self.store = store
         self.writer = writer
@@ -178,6 +182,9 @@ class Runner:
         self._expiries: list[tuple[datetime, str, str]] = []
         self._running: dict[asyncio.Task[None], scheduler.Job] = {}
         self._wake = asyncio.Event()
+        #: cluster mode: whether this process still holds an account's lease, and its epoch
+        self.gate: Callable[[str], bool] | None = None
+        self.epoch_of: Callable[[str], int | None] | None = None
 
     # ------------------------------------------------------------------ plan and accounts
 
@@ -192,6 +199,8 @@ class Runner:
             plan=self.plan,
             log=self.log,
             overrides=overrides,
+            target=target,
+            logins=self.logins,
         )
 
     def apply_plan(self, plan: plan_mod.Plan) -> None:
@@ -215,11 +224,7 @@ class Runner:
         """Start added accounts, stop removed ones, apply token and override changes."""
         wanted = {t.ig_user_id: (t, o) for t, o in targets}
         readable = True
-        for uid in list(self.accounts):
-            if uid not in wanted:
-                self.scheduler.remove_account(uid)
-                del self.accounts[uid]
-                self.log.info("account_stopped", ig_user_id=uid)
+        await self.stop_accounts([uid for uid in self.accounts if uid not in wanted])
         for uid, (target, overrides) in wanted.items():
             state = self.accounts.get(uid)
             if state is None:
@@ -229,14 +234,44 @@ class Runner:
                 self.log.info("account_started", account=target.name, ig_user_id=uid)
                 continue
             token_changed = state.target.token != target.token
+            login_changed = state.target.login != target.login
             state.target = target
-            if overrides != state.overrides:
+            if overrides != state.overrides or login_changed:
                 state.overrides = overrides
                 state.context = self._context(target, overrides)
             if token_changed and state.parked_reason is not None:
                 self.log.info("account_unparked", account=target.name, reason="token changed")
                 await self._unpark(state)
         self._wake.set()
+
+    async def stop_accounts(self, uids: Sequence[str]) -> None:
+        """Stop collecting accounts now: their running jobs are cancelled (what they collected
+        goes to the writer while this process may still write for them) and they leave memory."""
+        gone = set(uids) & set(self.accounts)
+        if not gone:
+            return
+        running = [t for t, j in self._running.items() if j.account in gone]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+            for task in running:
+                finished = self._running.pop(task, None)
+                if finished is not None:
+                    self.scheduler.done(finished)
+        for uid in gone:
+            self.scheduler.remove_account(uid)
+            del self.accounts[uid]
+            self.log.info("account_stopped", ig_user_id=uid)
+
+    def _stamp(self, uid: str, batch: models.Batch) -> None:
+        """The lease epoch on the account bookkeeping (cluster mode)."""
+        epoch = self.epoch_of(uid) if self.epoch_of is not None else None
+        if epoch is None:
+            return
+        for part in records.FENCED:
+            found = getattr(batch, part)
+            found[:] = [dataclasses.replace(r, epoch=epoch) for r in found]
 
     def _queue(self, job: scheduler.Job) -> None:
         """Queue a job; in ``run --once`` a job already run in this pass is not queued again
@@ -391,6 +426,12 @@ class Runner:
         if next_job is not None:
             self._queue(next_job)
 
+    async def park(self, ig_user_id: str, exc: errors.GraphError) -> None:
+        """Stop an account from outside its jobs (a token that could not be renewed)."""
+        state = self.accounts.get(ig_user_id)
+        if state is not None and state.parked_reason is None:
+            await self._park(state, exc)
+
     async def _park(self, state: AccountState, exc: errors.GraphError) -> None:
         uid = state.target.ig_user_id
         now = self.clock.now()
@@ -450,6 +491,13 @@ class Runner:
             next_job = self.scheduler.take(now, max_priority=ceiling)
             if next_job is None:
                 break
+            if self.gate is not None and not self.gate(next_job.account):
+                # the lease is going (or gone): nothing starts for the account; the cluster
+                # loop stops it or renews the lease within a heartbeat
+                self.scheduler.done(next_job)
+                self.scheduler.block(next_job.account, now + timedelta(seconds=1))
+                self.scheduler.add(next_job)
+                continue
             lateness = (now - next_job.due_at).total_seconds()
             self.stats.max_lateness = max(self.stats.max_lateness, lateness)
             companions: list[scheduler.Job] = []
@@ -538,7 +586,7 @@ class Runner:
                 batch.successes.append(models.AccountSuccess(state.target.ig_user_id, now))
             else:
                 batch.statuses[0] = dataclasses.replace(batch.statuses[0], reason=tally.reason)
-            await self._write(batch)
+            await self._write(batch, state)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run jobs until ``stop`` is set; in-flight jobs are left to :meth:`drain`."""
@@ -597,6 +645,7 @@ class Runner:
         if state is not None:
             state.tally.metric_rows += len(batch.media_metrics) + len(batch.account_metrics)
             state.tally.errors += len(batch.errors)
+            self._stamp(state.target.ig_user_id, batch)
         await self.writer.write(batch)
 
     async def _set_status(
@@ -607,11 +656,11 @@ class Runner:
         change = models.AccountStatusChange(
             state.target.ig_user_id, status, reason, self.clock.now()
         )
-        await self._write(models.Batch(statuses=[change]))
+        await self._write(models.Batch(statuses=[change]), state)
 
     def _pace(self, uid: str) -> None:
         """Near the account's usage limit, start only the jobs that cannot wait."""
-        level = self.limiter.level(uid)
+        level = self.limiter.level(uid, self.clock.now())
         if level == "ok":
             self.scheduler.restrict(uid, None, None)
             return
@@ -647,7 +696,8 @@ class Runner:
                         state.target.ig_user_id, usage.percent, paused, usage.throttle_events, now
                     )
                 ]
-            )
+            ),
+            state,
         )
 
     async def _execute(self, job: scheduler.Job, companions: Sequence[scheduler.Job] = ()) -> None:
@@ -662,6 +712,18 @@ class Runner:
         try:
             outcome = await self._execute_guarded(state, job, companions, out)
         finally:
+            if self.gate is not None and not self.gate(job.account):
+                # collected while the lease ran out (a frozen process, a lost database):
+                # another member may hold the account now, so none of it is written
+                if len(out):
+                    self.log.warning(
+                        "rows_discarded",
+                        account=state.target.name,
+                        rows=len(out),
+                        reason=("the lease ran out while the job ran"),
+                    )
+                out = models.Batch()
+            self._stamp(job.account, out)
             self._account_rows(state, out)
             self.writer.add(out)
             self._pace(job.account)
@@ -687,8 +749,12 @@ class Runner:
         started = self.clock.monotonic()
         try:
             await self._dispatch(state, job, companions, out)
+        except errors.LeaseLost:
+            self._queue(job)
+            return "lease_lost"
         except errors.BudgetPause as exc:
             # Usage reached the pause mark mid-job: keep what it got, run the rest later.
+            self._resume_after(state, exc)
             self._queue(job)
             if self.once:
                 state.tally.saw(
@@ -697,6 +763,7 @@ class Runner:
             log.info("account_paced", reason=str(exc))
             return "paced"
         except (errors.AccountThrottled, errors.AppThrottled) as exc:
+            self._resume_after(state, exc)
             self.stats.throttle_pauses += 1
             now = self.clock.now()
             until = self.limiter.blocked_until(job.account, now)
@@ -719,6 +786,7 @@ class Runner:
             await self._park(state, exc)
             return "account_error"
         except errors.GraphError as exc:
+            self._resume_after(state, exc)
             self.stats.jobs_failed += 1
             state.tally.jobs_failed += 1
             now = self.clock.now()
@@ -745,6 +813,14 @@ class Runner:
             await self._set_status(state, models.AccountStatus.OK, None)
         log.debug("job_done", seconds=round(self.clock.monotonic() - started, 3))
         return "ok"
+
+    @staticmethod
+    def _resume_after(state: AccountState, exc: errors.GraphError) -> None:
+        """Account insights stopped midway (their rows are in ``out``) resume after the days
+        they completed, not from the same first day again."""
+        done = exc.complete_until
+        if done is not None and (state.last_metric_end is None or done > state.last_metric_end):
+            state.last_metric_end = done
 
     def _retry_later(self, state: AccountState, job: scheduler.Job, now: datetime) -> None:
         if job.kind is not Kind.STORY_INSIGHTS:
@@ -1101,6 +1177,11 @@ class Runner:
         target = state.target
         info = await jobs.token_check(state.context, target, out)
         now = self.clock.now()
+        if self.telemetry is not None:
+            expires = info.expires_at or target.token_expires_at
+            self.telemetry.set_token_lifetime(
+                target.name, (expires - now).total_seconds() if expires is not None else None
+            )
         soonest = min(
             (t for t in (info.expires_at, info.data_access_expires_at) if t is not None),
             default=None,

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -78,6 +78,11 @@ class Store:
         self._pool = pool
         self._where = where
         self._password = password
+        #: cluster mode: this process's member name; account bookkeeping written under a
+        #: lease epoch this member no longer holds is refused (see ``records.FENCED``)
+        self.fence_holder: str | None = None
+        #: fenced records refused so far
+        self.stale_refused = 0
 
     @classmethod
     async def open(
@@ -171,8 +176,11 @@ class Store:
 
     # ------------------------------------------------------------------ accounts
 
-    async def sync_accounts(self, rows: Sequence[models.AccountRow], at: datetime) -> None:
-        """Make the account table match the configuration; unlisted accounts become 'removed'."""
+    async def sync_accounts(
+        self, rows: Sequence[models.AccountRow], at: datetime, *, keep_sources: Sequence[str] = ()
+    ) -> None:
+        """Make the account table match the configuration and the sources' listings; unlisted
+        accounts become 'removed', except those of ``keep_sources`` (their listing failed)."""
         latest = {row.ig_user_id: row for row in rows}  # a repeated id: the last one wins
         ids = sorted(latest)
         async with self._conn("sync accounts") as conn, conn.transaction():
@@ -182,8 +190,10 @@ class Store:
                 [latest[i].name for i in ids],
                 [latest[i].enabled for i in ids],
                 at,
+                [latest[i].source or "configured" for i in ids],
+                [latest[i].login for i in ids],
             )
-            await conn.execute(_q("mark_removed_accounts"), ids, at)
+            await conn.execute(_q("mark_removed_accounts"), ids, at, list(keep_sources))
 
     async def set_account_status(
         self,
@@ -258,6 +268,8 @@ class Store:
             return
         ids = records.account_ids(batch)
         async with self._conn("write batch") as conn, conn.transaction():
+            if self.fence_holder is not None and (stamped := records.fenced(batch)):
+                batch = await self._fence(conn, batch, stamped)
             if ids:
                 await conn.execute(_q("ensure_accounts"), ids)
             for kind in records.KINDS:
@@ -271,6 +283,76 @@ class Store:
                 await _stage(conn, kind.stage, rows)
                 for statement in kind.statements:
                     await conn.execute(_q(statement))
+
+    async def _fence(
+        self, conn: Any, batch: models.Batch, stamped: dict[str, set[int]]
+    ) -> models.Batch:
+        """Leave out the bookkeeping of accounts this member no longer holds at that epoch (the
+        lease rows stay share-locked until commit: a claim cannot slip in between)."""
+        rows = await conn.fetch(_q("lease_fence"), [f"account:{uid}" for uid in stamped])
+        current = {
+            r["resource"].removeprefix("account:"): r["epoch"]
+            for r in rows
+            if r["holder"] == self.fence_holder
+        }
+        kept, dropped = records.without_stale(batch, current)
+        self.stale_refused += dropped
+        return kept
+
+    # ------------------------------------------------------------------ cluster
+
+    async def cluster_heartbeat(self, name: str, held: int, ttl: timedelta) -> list[str]:
+        """Record this member's heartbeat; returns the live members' names."""
+        async with self._conn("cluster heartbeat") as conn:
+            await conn.execute(_q("cluster_heartbeat"), name, held)
+            rows = await conn.fetch(_q("cluster_live"), ttl)
+        return [r["name"] for r in rows]
+
+    async def cluster_leave(self, name: str) -> None:
+        async with self._conn("leave the cluster") as conn:
+            await conn.execute(_q("cluster_leave"), name)
+
+    async def lease_ensure(self, resources: Sequence[str]) -> None:
+        async with self._conn("create leases") as conn:
+            await conn.execute(_q("lease_ensure"), list(resources))
+
+    async def lease_renew(self, name: str, held: dict[str, int], ttl: timedelta) -> dict[str, int]:
+        """Renew the leases held at these epochs; returns those still held."""
+        if not held:
+            return {}
+        resources = sorted(held)
+        rows = await self._fetch(
+            "renew leases", "lease_renew", name, resources, [held[r] for r in resources], ttl
+        )
+        return {r["resource"]: r["epoch"] for r in rows}
+
+    async def lease_claim(
+        self, name: str, candidates: Sequence[str], limit: int, ttl: timedelta
+    ) -> dict[str, int]:
+        """Claim up to ``limit`` free or expired leases; returns {resource: new epoch}."""
+        if limit <= 0 or not candidates:
+            return {}
+        rows = await self._fetch("claim leases", "lease_claim", name, list(candidates), limit, ttl)
+        return {r["resource"]: r["epoch"] for r in rows}
+
+    async def lease_release(self, name: str, resources: Sequence[str]) -> None:
+        if not resources:
+            return
+        async with self._conn("release leases") as conn:
+            await conn.execute(_q("lease_release"), name, list(resources))
+
+    async def lease_holders(self, resources: Sequence[str]) -> dict[str, tuple[str | None, int]]:
+        rows = await self._fetch("read leases", "lease_holders", list(resources))
+        return {r["resource"]: (r["holder"], r["epoch"]) for r in rows}
+
+    async def app_throttle(self) -> tuple[datetime, str | None] | None:
+        """The app-level pause some member saw, while it lasts."""
+        rows = await self._fetch("read the app pause", "app_throttle_get")
+        return (rows[0]["paused_until"], rows[0]["reason"]) if rows else None
+
+    async def set_app_throttle(self, until: datetime, reason: str, name: str) -> None:
+        async with self._conn("share the app pause") as conn:
+            await conn.execute(_q("app_throttle_set"), until, reason[:300], name)
 
     # ------------------------------------------------------------------ reads
 

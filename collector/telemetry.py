@@ -64,6 +64,13 @@ class Telemetry:
             ["account"],
             registry=r,
         )
+        self.token_lifetime = prometheus_client.Gauge(
+            "collector_token_lifetime_seconds",
+            "Seconds until the account's token expires (as debug_token, or the last renewal of "
+            "an Instagram Login token, reported it); absent: the token does not expire.",
+            ["account"],
+            registry=r,
+        )
         self.accounts = prometheus_client.Gauge(
             "collector_accounts", "Accounts by collector status.", ["status"], registry=r
         )
@@ -134,6 +141,16 @@ class Telemetry:
         self.degraded = prometheus_client.Gauge(
             "collector_degraded",
             "1 while the spool cannot take rows (a full or failing disk) and rows wait in memory.",
+            registry=r,
+        )
+        self.accounts_held = prometheus_client.Gauge(
+            "collector_accounts_held",
+            "Cluster mode: accounts whose lease this process holds (it collects them).",
+            registry=r,
+        )
+        self.cluster_members = prometheus_client.Gauge(
+            "collector_cluster_members",
+            "Cluster mode: live collector processes sharing the accounts.",
             registry=r,
         )
         self.spool_bytes = prometheus_client.Gauge(
@@ -213,6 +230,14 @@ class Telemetry:
             return
         self.usage.labels(account=account).set(percent)
 
+    def set_token_lifetime(self, account: str, seconds: float | None) -> None:
+        """An account's token lifetime left; ``None`` drops the series (never expires)."""
+        if seconds is None:
+            with contextlib.suppress(KeyError):  # never set: nothing to drop
+                self.token_lifetime.remove(account)
+            return
+        self.token_lifetime.labels(account=account).set(seconds)
+
     def set_accounts(self, by_status: Mapping[str, int]) -> None:
         """Account counts by status (``{"ok": 12, "throttled": 1}``); missing statuses are 0."""
         for status in {*ACCOUNT_STATUSES, *by_status}:
@@ -249,6 +274,10 @@ class Telemetry:
             self.rows_held.set(rows_held)
         if degraded is not None:
             self.degraded.set(1 if degraded else 0)
+
+    def set_cluster(self, held: int, members: int) -> None:
+        self.accounts_held.set(held)
+        self.cluster_members.set(members)
 
     # ------------------------------------------------------------------ exposition
 

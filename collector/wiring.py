@@ -6,13 +6,24 @@ is ``daemon.py``): each function builds one part and hands its dependencies in.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
 from collector import clock as clock_mod
-from collector import errors, graph, jobs, metrics_catalog, models, ratelimit, schema, spool
+from collector import (
+    errors,
+    graph,
+    jobs,
+    metrics_catalog,
+    models,
+    ratelimit,
+    roster,
+    schema,
+    spool,
+)
 from collector import plan as plan_mod
 from collector import runner as runner_mod
 from collector import store as store_mod
@@ -43,10 +54,13 @@ def build_client(
     limiter: ratelimit.Limiter,
     *,
     on_call: graph.CallHook | None = None,
+    login: str = "facebook",
 ) -> graph.GraphClient:
+    """The client of one host: ``login`` "facebook" (``[graph] base_url``) or "instagram"
+    (``instagram_base_url``); both share the limiter, one picture of the budgets."""
     g = settings.graph
     return graph.GraphClient(
-        base_url=g.base_url,
+        base_url=g.instagram_base_url if login == "instagram" else g.base_url,
         api_version=g.api_version,
         app_secret=g.app_secret.get_secret_value() if g.app_secret else None,
         timeout=g.timeout.total_seconds(),
@@ -58,6 +72,8 @@ def build_client(
         limiter=limiter,
         max_in_flight=settings.limits.max_in_flight,
         on_call=on_call,
+        max_body_bytes=int(g.max_body_bytes),
+        max_pages=g.max_pages,
     )
 
 
@@ -136,11 +152,20 @@ def targets_of(settings: config.Settings) -> Targets:
     ]
 
 
-async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
-    """The schema is this version's, and the account table matches the configuration."""
+async def prepare(
+    settings: config.Settings,
+    st: store_mod.Store,
+    clock: clock_mod.Clock,
+    names: roster.Roster | None = None,
+) -> None:
+    """The schema is this version's, and the account table matches the configuration and the
+    sources' listings (``names``; without it, the configured accounts only)."""
     await st.check_schema()
     now = clock.now()
-    await st.sync_accounts([a.row() for a in settings.accounts], now)
+    if names is None:
+        await st.sync_accounts([a.row() for a in settings.accounts], now)
+    else:
+        await st.sync_accounts(names.rows(), now, keep_sources=names.keep_sources)
     for a in settings.accounts:
         if not a.enabled:
             await st.set_account_status(
@@ -148,15 +173,39 @@ async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_m
             )
 
 
-async def load_catalog(settings: config.Settings, st: store_mod.Store) -> metrics_catalog.Catalog:
+async def load_catalog(
+    settings: config.Settings, st: store_mod.Store, login: str = "facebook"
+) -> metrics_catalog.Catalog:
     """The metric sets, with what the database learned about this API version (nothing when
-    it cannot be read: rejected metrics are then learned again)."""
+    it cannot be read: rejected metrics are then learned again); Instagram Login learns apart."""
     version = settings.graph.api_version
     try:
-        verdicts = await st.metric_verdicts(version)
+        verdicts = await st.metric_verdicts(metrics_catalog.version_key(version, login))
     except errors.DatabaseUnavailable:
         verdicts = []
-    return metrics_catalog.Catalog(version, verdicts)
+    return metrics_catalog.Catalog(version, verdicts, login=login)
+
+
+@contextlib.asynccontextmanager
+async def opened_logins(
+    settings: config.Settings,
+    st: store_mod.Store,
+    clock: clock_mod.Clock,
+    limiter: ratelimit.Limiter,
+    *,
+    on_call: graph.CallHook | None = None,
+) -> AsyncIterator[dict[str, jobs.Login]]:
+    """Both APIs' clients (one limiter) and catalogs: Facebook Login, and Instagram Login on
+    its own host without the batch endpoint (not documented there)."""
+    facebook = build_client(settings, clock, limiter, on_call=on_call)
+    instagram = build_client(settings, clock, limiter, on_call=on_call, login="instagram")
+    async with facebook, instagram:
+        yield {
+            "facebook": jobs.Login(facebook, await load_catalog(settings, st)),
+            "instagram": jobs.Login(
+                instagram, await load_catalog(settings, st, "instagram"), batching=False
+            ),
+        }
 
 
 def build_writer(
@@ -183,9 +232,11 @@ def build_runner(
     clock: clock_mod.Clock,
     telemetry: telemetry_mod.Telemetry | None = None,
     once: bool = False,
+    logins: dict[str, jobs.Login] | None = None,
 ) -> runner_mod.Runner:
     """The engine as the settings describe it (accounts are added by ``set_accounts``)."""
     return runner_mod.Runner(
+        logins=logins,
         client=client,
         limiter=limiter,
         store=store,

@@ -51,6 +51,8 @@ def write_config(
         },
         "log": {"format": "json"},
         "state": {"directory": str(path.parent / "state")},
+        # a free port: tests run beside each other (and beside an installed service)
+        "web": {"port": 0},
     }
     if sim.world.config.app_secret:
         merged["graph"]["app_secret"] = sim.world.config.app_secret
