@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from collector import clock as clock_mod
+from collector import config as config_mod
 from collector import errors, graph, jobs, metrics_catalog, parse, roster, wiring
 from collector import log as log_mod
 from collector import store as store_mod
@@ -189,19 +190,36 @@ async def _account(
     )
 
 
-async def run(
-    settings: config.Settings, *, out: TextIO, clock: clock_mod.Clock | None = None
-) -> int:
-    """Print the check table; 0 when everything is fine, 1 otherwise."""
+def _config(settings: config.Settings) -> list[Line]:
+    problem = config_mod.no_accounts_problem(settings)
     lines = [
         Line(
             "config",
-            True,
-            f"{settings.source_path or '(no file)'}: {len(settings.accounts)} account(s), "
+            problem is None,
+            problem
+            or f"{settings.source_path or '(no file)'}: {len(settings.accounts)} account(s), "
             f"{len(settings.enabled_accounts())} enabled",
         )
     ]
     lines.extend(Line("config warning", True, w) for w in settings.warnings)
+    return lines
+
+
+async def command(settings: config.Settings, *, out: TextIO) -> int:
+    """``check`` as the CLI runs it: the config first, and the database (the embedded one when
+    no DSN is set) only once the config is fine, so a broken config never creates a cluster."""
+    lines = _config(settings)
+    if not all(line.ok for line in lines):
+        print(_table(lines), file=out)
+        return 1
+    return await wiring.with_database(settings, lambda s: run(s, out=out))
+
+
+async def run(
+    settings: config.Settings, *, out: TextIO, clock: clock_mod.Clock | None = None
+) -> int:
+    """Print the check table; 0 when everything is fine, 1 otherwise."""
+    lines = _config(settings)
     lines.extend(await _database(settings))
     clock = clock or clock_mod.SystemClock()
     warn = settings.schedule.token_expiry_warning

@@ -118,12 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from collector import checks  # noqa: PLC0415
 
-            return asyncio.run(
-                wiring.with_database(settings, lambda s: checks.run(s, out=sys.stdout))
-            )
+            return asyncio.run(checks.command(settings, out=sys.stdout))
         if args.command == "run":
             if args.once:
                 return asyncio.run(wiring.with_database(settings, daemon.run_once))
+            if (problem := config.no_accounts_problem(settings)) is not None:
+                print(f"error: {problem}", file=sys.stderr)
+                return EXIT_USAGE
             return asyncio.run(wiring.with_database(settings, daemon.run_forever))
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,17 +9,21 @@ line or environment variable it came from. Secret values never appear in message
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import difflib
 import os
 import re
 import socket
+import stat
+import threading
 import tomllib
 import types
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -106,11 +110,38 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
-Duration = Annotated[
-    timedelta,
-    pydantic.BeforeValidator(parse_duration),
-    pydantic.PlainSerializer(format_duration, return_type=str, when_used="json"),
-]
+def _at_most(limit: timedelta) -> Any:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise _value_error(f"must be at most {format_duration(limit)}")
+        return value
+
+    return pydantic.AfterValidator(check)
+
+
+# Every duration has an upper bound, so that no value that parses can overflow a datetime
+# later ("999999999d" is a valid timedelta; now + it is not). One alias per kind of duration.
+_PARSE_DURATION = pydantic.BeforeValidator(parse_duration)
+_SHOW_DURATION = pydantic.PlainSerializer(format_duration, return_type=str, when_used="json")
+#: an age or any other duration: at most ten years
+Duration = Annotated[timedelta, _PARSE_DURATION, _at_most(timedelta(days=3650)), _SHOW_DURATION]
+#: how often something runs: at most a year
+Every = Annotated[timedelta, _PARSE_DURATION, _at_most(timedelta(days=365)), _SHOW_DURATION]
+#: a pause or backoff: at most a day
+Backoff = Annotated[timedelta, _PARSE_DURATION, _at_most(timedelta(days=1)), _SHOW_DURATION]
+#: how long to wait for something (a connection, a request, a drain): at most an hour
+Timeout = Annotated[timedelta, _PARSE_DURATION, _at_most(timedelta(hours=1)), _SHOW_DURATION]
+#: part of a story's life: at most the 24 hours Meta keeps a story
+StoryDuration = Annotated[timedelta, _PARSE_DURATION, _at_most(timedelta(hours=24)), _SHOW_DURATION]
+
+
+def _size_at_most(limit: int, shown: str) -> Any:
+    def check(value: int) -> int:
+        if value > limit:
+            raise _value_error(f"must be at most {shown}")
+        return value
+
+    return pydantic.AfterValidator(check)
 
 
 def _digits(what: str, example: str) -> Any:
@@ -200,16 +231,90 @@ class _Resolved:
     key: str = ""
 
 
+#: a secret file holds one token or URL: anything larger is not the file it should be
+SECRET_FILE_MAX = 64 * 1024
+#: a config file for thousands of accounts is well below this
+CONFIG_FILE_MAX = 16 * 1024 * 1024
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class _NotRegular(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Never blocks and never opens anything but a regular file: a FIFO, a device or a socket is
+    refused from ``stat`` before it is opened (opening some devices has effects), and the open
+    itself is non-blocking. Raises ``OSError``, ``ValueError`` (a NUL in the path),
+    :class:`_NotRegular` or :class:`_TooLarge`.
+    """
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise _NotRegular(_kind(before.st_mode))
+    if before.st_size > limit:
+        raise _TooLarge
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):  # replaced between the stat and the open
+            raise _NotRegular(_kind(opened.st_mode))
+        data = bytearray()
+        while chunk := os.read(fd, limit + 1 - len(data)):
+            data += chunk
+            if len(data) > limit:  # it grew after the stat
+                raise _TooLarge
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+def _show_size(size: int) -> str:
+    return f"{size // 1024**2}MiB" if size >= 1024**2 else f"{size // 1024}KiB"
+
+
 def _read_secret_file(path: Path, what: str, key: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, SECRET_FILE_MAX).decode("utf-8")
     except FileNotFoundError:
         raise _problem(
             f"file {path} does not exist: create it holding the {what}, or fix the path", (key,)
         ) from None
-    except IsADirectoryError:
+    except (IsADirectoryError, NotADirectoryError):
         raise _problem(
-            f"{path} is a directory: it must be a file holding the {what}", (key,)
+            f"{path} is not a file: it must be a file holding the {what}", (key,)
+        ) from None
+    except _NotRegular as exc:
+        if exc.kind == "a directory":
+            message = f"{path} is a directory: it must be a file holding the {what}"
+        else:
+            message = (
+                f"{path} is {exc.kind}, not a regular file: it must be a file holding the {what}"
+            )
+        raise _problem(message, (key,)) from None
+    except _TooLarge:
+        raise _problem(
+            f"file {path} is larger than {_show_size(SECRET_FILE_MAX)}: it must hold only "
+            f"the {what}",
+            (key,),
         ) from None
     except PermissionError:
         raise _problem(
@@ -220,12 +325,26 @@ def _read_secret_file(path: Path, what: str, key: str) -> str:
         raise _problem(
             f"file {path} is not UTF-8 text: it must hold only the {what}", (key,)
         ) from None
+    except ValueError:
+        raise _problem(f"{str(path)!r} is not a valid path (it holds a NUL byte)", (key,)) from None
     except OSError as exc:
         raise _problem(f"file {path} cannot be read ({exc.strerror}): fix it", (key,)) from None
     secret = text.strip()
     if not secret:
         raise _problem(f"file {path} is empty: it must hold the {what}", (key,))
+    problem = _secret_text_problem(secret)
+    if problem:
+        raise _problem(f"file {path} {problem}: it must hold only the {what}", (key,))
     return secret
+
+
+def _secret_text_problem(secret: str) -> str | None:
+    """Why a secret cannot go into an HTTP header or a DSN as it is, if it cannot."""
+    if "\n" in secret or "\r" in secret:
+        return "holds more than one line"
+    if any(ord(c) < 32 or ord(c) == 127 for c in secret):
+        return "holds control characters"
+    return None
 
 
 def _resolve_secret(
@@ -260,7 +379,11 @@ def _resolve_secret(
         secret = pydantic.SecretStr(literal.get_secret_value().strip())
         return _Resolved(secret, "the configuration (literal value)", key=key)
     if key.endswith("_file"):
-        path: Path = getattr(model, key).expanduser()
+        written: Path = getattr(model, key)
+        try:
+            path = written.expanduser()
+        except RuntimeError:  # "~someone" for a user that does not exist here
+            raise _problem(f"cannot expand {str(written)!r}: write the full path", (key,)) from None
         if not path.is_absolute():
             path = ctx.base_dir / path
         secret = pydantic.SecretStr(_read_secret_file(path, what, key))
@@ -276,6 +399,11 @@ def _resolve_secret(
             )
         if not value.strip():
             raise _problem(f"environment variable {name} is empty: it must hold the {what}", (key,))
+        problem = _secret_text_problem(value.strip())
+        if problem:
+            raise _problem(
+                f"environment variable {name} {problem}: it must hold only the {what}", (key,)
+            )
         secret = pydantic.SecretStr(value.strip())
         return _Resolved(secret, f"environment variable {name}", key=key)
     credential: str = getattr(model, key)
@@ -313,10 +441,10 @@ class DatabaseSettings(Section):
     dsn: pydantic.SecretStr | None = None
     dsn_file: Path | None = None
     dsn_credential: CredentialName | None = None
-    pool_min_size: int = pydantic.Field(default=1, ge=1)
-    pool_max_size: int = pydantic.Field(default=10, ge=1)
-    connect_timeout: Duration = timedelta(seconds=10)
-    command_timeout: Duration = timedelta(seconds=60)
+    pool_min_size: int = pydantic.Field(default=1, ge=1, le=1000)
+    pool_max_size: int = pydantic.Field(default=10, ge=1, le=1000)
+    connect_timeout: Timeout = timedelta(seconds=10)
+    command_timeout: Timeout = timedelta(seconds=60)
 
     _resolved: pydantic.SecretStr | None = pydantic.PrivateAttr(None)
     _source: str = pydantic.PrivateAttr("not set")
@@ -387,11 +515,11 @@ class GraphSettings(Section):
     app_secret_file: Path | None = None
     app_secret_env: EnvName | None = None
     app_secret_credential: CredentialName | None = None
-    timeout: Duration = timedelta(seconds=30)
-    connect_timeout: Duration = timedelta(seconds=10)
+    timeout: Timeout = timedelta(seconds=30)
+    connect_timeout: Timeout = timedelta(seconds=10)
     max_retries: int = pydantic.Field(default=4, ge=0, le=10)
-    retry_base: Duration = timedelta(seconds=1)
-    retry_max: Duration = timedelta(seconds=60)
+    retry_base: Backoff = timedelta(seconds=1)
+    retry_max: Backoff = timedelta(seconds=60)
     page_size: int = pydantic.Field(default=50, ge=1, le=100)
     max_body_bytes: pydantic.ByteSize = pydantic.Field(
         default=pydantic.ByteSize(8 * 1024 * 1024), ge=64 * 1024, le=256 * 1024 * 1024
@@ -450,8 +578,8 @@ class LimitsSettings(Section):
     per_account_in_flight: int = pydantic.Field(default=1, ge=1, le=10)
     usage_high_water: Percent = 80.0
     usage_pause: Percent = 95.0
-    throttle_floor: Duration = timedelta(seconds=60)
-    app_backoff_max: Duration = timedelta(minutes=15)
+    throttle_floor: Backoff = timedelta(seconds=60)
+    app_backoff_max: Backoff = timedelta(minutes=15)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Self:
@@ -468,7 +596,7 @@ class MediaTier(Section):
     """Media younger than ``max_age`` are polled every ``every``."""
 
     max_age: Duration
-    every: Duration
+    every: Every
 
 
 DEFAULT_MEDIA_TIERS = (
@@ -486,21 +614,21 @@ STORY_LIFETIME = timedelta(hours=24)
 class ScheduleSettings(Section):
     """``[schedule]``: how often each job runs."""
 
-    profile_every: Duration = timedelta(hours=1)
-    account_insights_every: Duration = timedelta(hours=6)
+    profile_every: Every = timedelta(hours=1)
+    account_insights_every: Every = timedelta(hours=6)
     account_insights_repoll_days: int = pydantic.Field(default=3, ge=0, le=30)
     account_insights_backfill_days: int = pydantic.Field(default=90, ge=1, le=90)
-    demographics_every: Duration = timedelta(days=1)
+    demographics_every: Every = timedelta(days=1)
     demographics_timeframe: Literal["this_week", "this_month"] = "this_month"
-    media_discovery_every: Duration = timedelta(hours=1)
+    media_discovery_every: Every = timedelta(hours=1)
     media_insights_max_age: Duration = timedelta(days=730)
     media_tiers: tuple[MediaTier, ...] = DEFAULT_MEDIA_TIERS
-    story_discovery_every: Duration = timedelta(minutes=10)
-    story_poll_every: Duration = timedelta(hours=2)
-    story_final_lead: Duration = timedelta(minutes=25)
-    story_lifetime: Duration = STORY_LIFETIME
-    token_check_every: Duration = timedelta(days=1)
-    token_expiry_warning: Duration = timedelta(days=7)
+    story_discovery_every: Every = timedelta(minutes=10)
+    story_poll_every: Every = timedelta(hours=2)
+    story_final_lead: StoryDuration = timedelta(minutes=25)
+    story_lifetime: StoryDuration = STORY_LIFETIME
+    token_check_every: Every = timedelta(days=1)
+    token_expiry_warning: Every = timedelta(days=7)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Self:
@@ -543,7 +671,7 @@ class StateSettings(Section):
     """``[state]``: the state directory (spool, embedded PostgreSQL) and its limits."""
 
     directory: Path = DEFAULT_STATE_DIRECTORY
-    spool_max_bytes: pydantic.ByteSize = pydantic.Field(
+    spool_max_bytes: Annotated[pydantic.ByteSize, _size_at_most(1024**4, "1TiB")] = pydantic.Field(
         default=pydantic.ByteSize(256 * 1024 * 1024), ge=1
     )
 
@@ -558,9 +686,12 @@ class WebSettings(Section):
     webhook_verify_token_file: Path | None = None
     webhook_verify_token_env: EnvName | None = None
     webhook_verify_token_credential: CredentialName | None = None
-    webhook_max_body: pydantic.ByteSize = pydantic.Field(
-        default=pydantic.ByteSize(1024 * 1024), ge=1
+    webhook_max_body: Annotated[pydantic.ByteSize, _size_at_most(64 * 1024**2, "64MiB")] = (
+        pydantic.Field(default=pydantic.ByteSize(1024 * 1024), ge=1)
     )
+    header_timeout: Timeout = timedelta(seconds=10)
+    body_timeout: Timeout = timedelta(seconds=30)
+    max_connections: int = pydantic.Field(default=100, ge=1, le=10000)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Self:
@@ -587,7 +718,7 @@ class LogSettings(Section):
 class ShutdownSettings(Section):
     """``[shutdown]``: how long SIGTERM waits for in-flight work."""
 
-    drain_timeout: Duration = timedelta(seconds=20)
+    drain_timeout: Timeout = timedelta(seconds=20)
 
 
 class ClusterSettings(Section):
@@ -794,6 +925,8 @@ class Settings(pydantic_settings.BaseSettings):
     shutdown: ShutdownSettings = pydantic.Field(default_factory=ShutdownSettings)
     cluster: ClusterSettings = pydantic.Field(default_factory=ClusterSettings)
     tokens: TokensSettings = pydantic.Field(default_factory=TokensSettings)
+    #: run with no enabled account without complaint (see :func:`no_accounts_problem`)
+    allow_no_accounts: bool = False
     accounts: tuple[Account, ...] = ()
     sources: tuple[Source, ...] = ()
 
@@ -892,6 +1025,28 @@ class Settings(pydantic_settings.BaseSettings):
         return tuple(v for v in values if v)
 
 
+def no_accounts_problem(settings: Settings) -> str | None:
+    """Why these settings give the daemon nothing to collect, if they do.
+
+    The rule: a configuration must enable at least one account, or list a ``[[sources]]``
+    table (it produces accounts at run time), or say ``allow_no_accounts = true`` (top level).
+    So a config file truncated to nothing, or one whose every account is disabled by mistake,
+    is refused by a reload (the running config stays), fails ``check`` and does not start the
+    daemon, instead of stopping every account without an error.
+    """
+    # a [[sources]] table produces accounts at run time: it counts as configured accounts
+    if settings.allow_no_accounts or settings.enabled_accounts() or settings.sources:
+        return None
+    where = settings.source_path or "the configuration (no config file given)"
+    disabled = len(settings.accounts)
+    found = f"all {disabled} accounts are disabled" if disabled else "no [[accounts]] table"
+    return (
+        f"{where}: no enabled account ({found}): add or enable an [[accounts]] table, or add a "
+        "[[sources]] table (see config/collector.example.toml), or set allow_no_accounts = true "
+        "at the top of the file to run without one"
+    )
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -952,13 +1107,83 @@ def load(path: Path | None = None, *, environ: Mapping[str, str] | None = None) 
     return settings
 
 
+#: how long a reload may take to read the config and its secret files
+RELOAD_TIMEOUT = 10.0
+
+# reload threads that overran their timeout and may still be stuck in the file system
+_STUCK: list[threading.Thread] = []
+
+
+async def load_in_thread(
+    path: Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    within: float = RELOAD_TIMEOUT,
+    loader: Callable[..., Settings] | None = None,
+) -> Settings:
+    """:func:`load` off the event loop, giving up after ``within`` seconds.
+
+    For SIGHUP: a file system that does not answer (a hung NFS mount) must never freeze the
+    loop. The thread is a daemon thread, so one stuck for good never holds up the exit; while it
+    is stuck, further reloads are refused rather than piling up threads.
+    """
+    _STUCK[:] = [t for t in _STUCK if t.is_alive()]
+    if _STUCK:
+        raise errors.ConfigError(
+            f"a previous reload is still reading {path}: the file system does not answer; "
+            "fix it, then reload again"
+        )
+    load_fn = loader or load
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Settings] = loop.create_future()
+
+    def settle(result: Settings | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(typing.cast(Settings, result))
+
+    def work() -> None:
+        try:
+            result = load_fn(path, environ=environ)
+        except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+            outcome: tuple[Settings | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    thread = threading.Thread(target=work, name="config-reload", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), within)
+    except TimeoutError:
+        _STUCK.append(thread)
+        # the outcome, if it ever comes, is nobody's any more: consume it quietly
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise errors.ConfigError(
+            f"reading {path} took more than {within:g}s (a file system that does not answer?)"
+        ) from None
+
+
 def _read_config(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, CONFIG_FILE_MAX).decode("utf-8")
     except FileNotFoundError:
         raise errors.ConfigError(
             f"config file {path} does not exist: pass an existing file with --config or "
             f"{ENV_CONFIG} (config/collector.example.toml is a template)"
+        ) from None
+    except _NotRegular as exc:
+        raise errors.ConfigError(
+            f"config file {path} is {exc.kind}, not a regular file: pass the TOML file itself"
+        ) from None
+    except _TooLarge:
+        raise errors.ConfigError(
+            f"config file {path} is larger than {_show_size(CONFIG_FILE_MAX)}: is it the "
+            "right file?"
         ) from None
     except PermissionError:
         raise errors.ConfigError(
@@ -967,6 +1192,8 @@ def _read_config(path: Path) -> str:
         ) from None
     except UnicodeDecodeError as exc:
         raise errors.ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+    except ValueError:
+        raise errors.ConfigError(f"config file {str(path)!r}: not a valid path") from None
     except OSError as exc:
         raise errors.ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
 

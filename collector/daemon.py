@@ -555,9 +555,13 @@ class Daemon:
             return  # a SIGHUP before the daemon started: nothing to apply it to yet
         current = self.settings
         try:
-            fresh = config_mod.load(current.source_path)
+            # in a thread: a file system that does not answer must not freeze the loop
+            fresh = await config_mod.load_in_thread(current.source_path)
         except errors.ConfigError as exc:
             self.log.error("config_reload_rejected", problem=str(exc))
+            return
+        if (problem := config_mod.no_accounts_problem(fresh)) is not None:
+            self.log.error("config_reload_rejected", problem=problem)
             return
         from collector import log as log_mod  # noqa: PLC0415
 

@@ -31,12 +31,16 @@ class StoreError(CollectorError):
     """A database operation failed."""
 
 
+class DatabaseUnavailable(StoreError):
+    """PostgreSQL cannot be reached."""
+
+
 class SpoolError(StoreError):
     """The spool could not take a batch (a full or failing disk); nothing of it was kept."""
 
-
-class DatabaseUnavailable(StoreError):
-    """PostgreSQL cannot be reached."""
+    def __init__(self, message: str | None = None, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class LeaseLost(CollectorError):

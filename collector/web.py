@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -34,6 +35,13 @@ DEFAULT_WEBHOOK_PATH = "/webhooks"
 
 #: a loop this late at running a timer is not doing its job any more
 LOOP_LAG_FAIL = 10.0
+
+_BUSY_TEXT = b"too many connections: retry later\n"
+#: the whole answer to a connection beyond ``[web] max_connections`` (no handler sees it)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_TEXT), _BUSY_TEXT)
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,6 +138,97 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+class _Connection(asyncio.Protocol):
+    """One accepted connection: admitted by the site's cap, then handed to aiohttp's own
+    protocol (every callback forwarded), or answered 503 and closed."""
+
+    def __init__(self, site: _CappedSite) -> None:
+        self._site = site
+        self._inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._site.admit():
+            typing.cast(asyncio.Transport, transport).write(_BUSY)
+            transport.close()
+            return
+        self._inner = self._site.handler()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._site.open -= 1
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site with a cap on connections open at once.
+
+    aiohttp has no such option, so this site listens with its own protocol factory, which
+    counts connections and answers the one over ``limit()`` with a 503 before aiohttp sees it.
+    """
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, limit: Callable[[], int], log: Any
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._limit = limit
+        self._log = log
+        self._saturated = False
+        #: connections open now (admitted ones)
+        self.open = 0
+        #: connections answered 503 since the start
+        self.refused = 0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    def handler(self) -> asyncio.Protocol:
+        server = self._runner.server
+        assert server is not None  # BaseSite refuses to exist before runner.setup()
+        return server()
+
+    def admit(self) -> bool:
+        limit = self._limit()
+        if self.open >= limit:
+            self.refused += 1
+            if not self._saturated:  # one line per episode, not one per connection
+                self._saturated = True
+                self._log.warning(
+                    "web_connections_saturated",
+                    max_connections=limit,
+                    reason="connections beyond web.max_connections are answered 503",
+                )
+            return False
+        self._saturated = False
+        self.open += 1
+        return True
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self._host, self._port, backlog=self._backlog
+        )
+
+
 class WebServer:
     """``await start()`` binds ``[web] host/port`` (port 0: any free port, see :attr:`port`)."""
 
@@ -152,7 +251,9 @@ class WebServer:
         self._host = settings.web.host
         self._requested_port = settings.web.port
         self._runner: web.AppRunner | None = None
+        self._site: _CappedSite | None = None
         self._port: int | None = None
+        self._header_timeout = settings.web.header_timeout
         self.webhook_path = webhook_path
         self.reconfigure(settings)
         self.app = web.Application(client_max_size=self._max_body)
@@ -166,26 +267,50 @@ class WebServer:
         self._verify_token = _secret(settings.web.webhook_verify_token)
         self._app_secret = _secret(settings.graph.app_secret)
         self._max_body = int(settings.web.webhook_max_body)
+        self._body_timeout = settings.web.body_timeout.total_seconds()
+        self._max_connections = settings.web.max_connections
         if self._runner is not None and (
-            settings.web.host != self._host or settings.web.port != self._requested_port
+            settings.web.host != self._host
+            or settings.web.port != self._requested_port
+            or settings.web.header_timeout != self._header_timeout
         ):
             self._log.warning(
-                "web_restart_needed", reason="web.host/web.port changed: restart to apply"
+                "web_restart_needed",
+                reason="web.host, web.port or web.header_timeout changed: restart to apply",
             )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        # no access log: Prometheus scrapes every few seconds, and the webhook logs its own line
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # no access log: Prometheus scrapes every few seconds, and the webhook logs its own line.
+        # aiohttp's keep-alive timer runs from the moment a connection opens and again after
+        # each answer, and closes it if no whole request head has arrived by then: with
+        # keepalive_timeout = header_timeout that is the header read timeout (idle kept-alive
+        # connections get the same time). A body a handler did not read is drained for at most
+        # lingering_time, then the connection is closed; the webhook reads its own body under
+        # body_timeout (see _read).
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._header_timeout.total_seconds(),
+            lingering_time=self._body_timeout,
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port)
+            site = _CappedSite(
+                runner,
+                self._host,
+                self._requested_port,
+                limit=lambda: self._max_connections,
+                log=self._log,
+            )
             await site.start()
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._site = site
         self._port = runner.addresses[0][1]
         self._log.info("web_started", host=self._host, port=self._port)
 
@@ -193,6 +318,7 @@ class WebServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
 
     @property
     def port(self) -> int:
@@ -302,12 +428,27 @@ class WebServer:
         return batch
 
     async def _read(self, request: web.Request) -> bytes:
-        """The raw body, refused past the limit without reading the rest (chunked bodies too)."""
+        """The raw body, refused past the limit without reading the rest (chunked bodies too),
+        and refused when it does not arrive within ``web.body_timeout`` (a slow drip)."""
         body = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > self._max_body:
-                raise _Rejected(
-                    413, "too_large", f"body exceeds web.webhook_max_body ({self._max_body})"
-                )
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise _Rejected(
+                            413,
+                            "too_large",
+                            f"body exceeds web.webhook_max_body ({self._max_body})",
+                        )
+        except ConnectionError:
+            # the client went away mid-body: nothing to answer, and not a server error
+            raise _Rejected(400, "disconnected", f"client left after {len(body)} bytes") from None
+        except TimeoutError:
+            raise _Rejected(
+                408,
+                "body_timeout",
+                f"body not received within web.body_timeout ({self._body_timeout:g}s): "
+                f"{len(body)} bytes came",
+            ) from None
         return bytes(body)

@@ -215,6 +215,7 @@ def build_writer(
     telemetry: telemetry_mod.Telemetry | None = None,
 ) -> writer_mod.Writer:
     sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
+    sp.recover()  # cut a record torn by a kill mid-append before anything follows it
     return writer_mod.Writer(
         st, sp, flush_rows=plan_mod.FLUSH_ROWS, telemetry=telemetry, log=structlog.get_logger()
     )

@@ -3,6 +3,7 @@ every way a notification is accepted or refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -357,3 +358,125 @@ async def test_reconfigure_takes_new_secrets(start: Start, tmp_path: Path) -> No
     body = REFERENCE_BODY
     status, _ = await h.post(body, signature=webhooks.sign("rotated_secret", body))
     assert status == 200
+
+
+# ---------------------------------------------------------------- hostile clients (issue 10)
+
+
+class Dripper:
+    """A raw client that sends ``start`` and then one byte every ``every`` seconds until the
+    server closes the connection; records when that happened and what it answered."""
+
+    def __init__(self, host: str, port: int, start: bytes, every: float) -> None:
+        self.host, self.port, self.start, self.every = host, port, start, every
+        self.answer = b""
+        self.lasted: float | None = None
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        opened = loop.time()
+        reading = asyncio.create_task(reader.read())
+        try:
+            writer.write(self.start)
+            while not reading.done():
+                await asyncio.wait({reading}, timeout=self.every)
+                if not reading.done():
+                    writer.write(b"X")
+            self.answer = reading.result()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.lasted = loop.time() - opened
+            reading.cancel()
+            writer.close()
+
+
+async def _all_cut(drippers: list[Dripper], within: float) -> None:
+    done, pending = await asyncio.wait([d.task for d in drippers], timeout=within)
+    for task in done:
+        task.result()
+    assert not pending, f"{len(pending)} of {len(drippers)} slow clients still connected"
+
+
+async def test_slow_clients_are_cut_and_healthz_answers_meanwhile(
+    start: Start, tmp_path: Path
+) -> None:
+    """Finding 8: 60 clients sending headers or a body one byte every few seconds all stayed
+    connected indefinitely."""
+    h = await start(secured(tmp_path, header_timeout=1.5, body_timeout=1.5, max_connections=100))
+    host, port = "127.0.0.1", h.server.port
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    body = (
+        b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        + f"{web.SIGNATURE_HEADER}: sha256=00\r\n\r\n".encode()
+    )
+    drippers = [Dripper(host, port, head if i % 2 else body, every=0.4) for i in range(60)]
+    # a normal request answers while they are all connected
+    for _ in range(3):
+        async with h.session.get(h.server.url + "/healthz") as resp:
+            assert resp.status == 200
+    assert sum(d.task.done() for d in drippers) < 60
+    await _all_cut(drippers, within=60)
+    for d in drippers:
+        assert d.lasted is not None
+        assert d.lasted >= 1.0  # cut by the timeout, not refused
+    slow_bodies = [d for d in drippers if d.start is body]
+    assert all(d.answer.startswith(b"HTTP/1.1 408") for d in slow_bodies), slow_bodies[0].answer
+    async with h.session.get(h.server.url + "/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_a_slow_second_request_on_a_kept_alive_connection_is_cut(
+    start: Start, tmp_path: Path
+) -> None:
+    h = await start(secured(tmp_path, header_timeout=1.0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", h.server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status = await asyncio.wait_for(reader.readline(), 10)
+    assert status.startswith(b"HTTP/1.1 200")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+    try:
+        rest = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    # the connection was closed (read() returned) without a second answer
+    assert b"HTTP/1.1" not in rest
+
+
+async def test_connections_beyond_the_cap_are_refused_with_503(
+    start: Start, tmp_path: Path
+) -> None:
+    h = await start(secured(tmp_path, max_connections=5))
+    idle = [await asyncio.open_connection("127.0.0.1", h.server.port) for _ in range(5)]
+    with structlog.testing.capture_logs() as logs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", h.server.port)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        second_reader, second = await asyncio.open_connection("127.0.0.1", h.server.port)
+        assert (await asyncio.wait_for(second_reader.read(), 10)).startswith(b"HTTP/1.1 503")
+        second.close()
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")
+    refused = [e for e in logs if e["event"] == "web_connections_saturated"]
+    assert len(refused) == 1  # once per episode, not once per connection
+    assert refused[0]["max_connections"] == 5
+    # one idle client leaves: a normal request gets its slot
+    idle[0][1].close()
+    await idle[0][1].wait_closed()
+
+    async def answered() -> bool:
+        try:
+            async with h.session.get(h.server.url + "/healthz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    for _ in range(100):
+        if await answered():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no slot freed")
+    for _, w in idle[1:]:
+        w.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
 import re
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -188,7 +192,7 @@ def test_state_directory_from_systemd(tmp_path: Path) -> None:
         ('"6h"', timedelta(hours=6)),
         ('"1d"', timedelta(days=1)),
         ('"1h30m"', timedelta(hours=1, minutes=30)),
-        ('"730d"', timedelta(days=730)),
+        ('"300d"', timedelta(days=300)),
         ('"1d12h"', timedelta(days=1, hours=12)),
         ('"45"', timedelta(seconds=45)),
     ],
@@ -701,7 +705,10 @@ def test_example_documents_every_key() -> None:
         "cluster": config.ClusterSettings,
         "tokens": config.TokensSettings,
     }
-    assert set(sections) | {"accounts", "sources"} == set(config.Settings.model_fields)
+    assert set(sections) | {"accounts", "sources", "allow_no_accounts"} == set(
+        config.Settings.model_fields
+    )
+    assert re.search(r"^allow_no_accounts = false$", text.split("\n[", 1)[0], re.MULTILINE)
     for name, model in sections.items():
         body = text.split(f"\n[{name}]\n", 1)[1].split("\n[", 1)[0]
         for key in model.model_fields:
@@ -833,3 +840,179 @@ def test_instagram_base_url_is_checked_like_base_url(tmp_path: Path) -> None:
     assert settings.graph.instagram_base_url == "http://127.0.0.1:9"
     message = problems(tmp_path, '[graph]\ninstagram_base_url = "graph.instagram.com/v25.0"\n')
     assert "graph.instagram_base_url: must be an http(s) URL without a path" in message
+
+
+# --------------------------------------------------------------------------- bounds (issue 10)
+
+
+def _duration_keys() -> list[tuple[str, str]]:
+    """Every (section, key) whose value is a duration, walked from the models."""
+    found = []
+    for section, field in config.Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            continue
+        for key, info in model.model_fields.items():
+            if info.annotation is timedelta:
+                found.append((section, key))
+    return found
+
+
+def test_every_duration_key_is_found() -> None:
+    keys = _duration_keys()
+    assert ("schedule", "profile_every") in keys
+    assert ("shutdown", "drain_timeout") in keys
+    assert len(keys) >= 20
+
+
+@pytest.mark.parametrize(("section", "key"), _duration_keys())
+def test_every_duration_has_an_upper_bound(tmp_path: Path, section: str, key: str) -> None:
+    """Finding 9: "999999999d" was accepted and crashed `run` with an OverflowError."""
+    message = problems(tmp_path, f'[{section}]\n{key} = "999999999d"\n')
+    assert re.search(rf"  {section}\.{key}: must be at most \d+[dhms], got '999999999d'", message)
+    assert "Overflow" not in message
+
+
+def test_duration_bounds_name_the_limit(tmp_path: Path) -> None:
+    message = problems(tmp_path, '[schedule]\nprofile_every = "999999999d"\n')
+    assert "schedule.profile_every: must be at most 365d, got '999999999d'" in message
+    tiers = '[schedule]\nmedia_tiers = [{max_age = "99999d", every = "400d"}]\n'
+    message = problems(tmp_path, tiers)
+    assert "schedule.media_tiers[0].max_age: must be at most 3650d, got '99999d'" in message
+    assert "schedule.media_tiers[0].every: must be at most 365d, got '400d'" in message
+    # the limit itself is fine
+    assert load(tmp_path, '[schedule]\nprofile_every = "365d"\n').schedule.profile_every.days == 365
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[state]\nspool_max_bytes = "9PiB"', "state.spool_max_bytes: must be at most 1TiB"),
+        ('[web]\nwebhook_max_body = "1GiB"', "web.webhook_max_body: must be at most 64MiB"),
+        ("[database]\npool_max_size = 100000", "database.pool_max_size: must be less than or"),
+        ("[database]\npool_min_size = 100000", "database.pool_min_size: must be less than or"),
+        ("[web]\nmax_connections = 0", "web.max_connections: must be greater than or equal"),
+        ('[web]\nheader_timeout = "2h"', "web.header_timeout: must be at most 1h"),
+    ],
+)
+def test_size_and_count_bounds(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in problems(tmp_path, text + "\n")
+
+
+# --------------------------------------------------------------------------- secret files
+
+
+def _load_within(seconds: float, path: Path, environ: dict[str, str]) -> str:
+    """The ConfigError loading ``path`` raises, failing (not hanging) if it takes too long."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(config.load, path, environ=environ)
+    try:
+        future.result(seconds)
+    except errors.ConfigError as exc:
+        return str(exc)
+    except concurrent.futures.TimeoutError:
+        # today's code blocks in open(): give it a writer, so the thread (and pytest) can end
+        for fifo in path.parent.glob("*.fifo"):
+            with fifo.open("w"):
+                pass
+        pytest.fail(f"loading {path} blocked for more than {seconds}s")
+    finally:
+        pool.shutdown(wait=True)
+    pytest.fail("the configuration was accepted")
+
+
+def test_a_fifo_token_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Finding 9: a token_file that is a FIFO hung `check`."""
+    os.mkfifo(tmp_path / "token.fifo")
+    path = write(tmp_path, account(source='token_file = "token.fifo"'))
+    message = _load_within(10, path, {})
+    assert f"accounts[0].token_file: {tmp_path / 'token.fifo'} is a FIFO, not a regular file" in (
+        message
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.write_bytes(b"x" * (64 * 1024 + 1)), "is larger than 64KiB"),
+        (lambda p: p.write_bytes(b"\xff\xfe token"), "is not UTF-8 text"),
+        (lambda p: p.write_text("two\nlines\n"), "holds more than one line"),
+    ],
+)
+def test_secret_file_contents(tmp_path: Path, make: Any, expected: str) -> None:
+    make(tmp_path / "secret")
+    message = problems(tmp_path, f'[graph]\napp_secret_file = "secret"\n{ACCOUNT}')
+    assert f"graph.app_secret_file: file {tmp_path / 'secret'} {expected}" in message
+
+
+def test_device_and_odd_paths_are_refused(tmp_path: Path) -> None:
+    message = problems(tmp_path, '[database]\ndsn_file = "/dev/zero"\n')
+    assert "database.dsn_file: /dev/zero is a character device, not a regular file" in message
+    message = problems(tmp_path, '[database]\ndsn_file = "~no-such-user-here/dsn"\n')
+    assert "database.dsn_file: cannot expand '~no-such-user-here/dsn'" in message
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    os.mkfifo(credentials / "acme")
+    message = _load_within(
+        10,
+        write(tmp_path, account(source='token_credential = "acme"')),
+        {"CREDENTIALS_DIRECTORY": str(credentials)},
+    )
+    assert "is a FIFO, not a regular file" in message
+
+
+def test_the_config_file_itself_must_be_a_bounded_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "collector.fifo")
+    assert "is a FIFO, not a regular file" in _load_within(10, tmp_path / "collector.fifo", {})
+    big = write(tmp_path, "# padding\n" * 1_700_000, "big.toml")
+    with pytest.raises(errors.ConfigError, match="is larger than 16MiB"):
+        config.load(big, environ={})
+
+
+async def test_load_in_thread_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    path = write(tmp_path, ACCOUNT)
+    settings = await config.load_in_thread(path, environ={}, within=30)
+    assert settings.accounts[0].name == "acme"
+    with pytest.raises(errors.ConfigError, match="invalid TOML"):
+        await config.load_in_thread(write(tmp_path, "[[["), environ={}, within=30)
+    release = threading.Event()
+
+    def stuck(*args: Any, **kwargs: Any) -> config.Settings:
+        release.wait(30)  # a file system that does not answer
+        raise errors.ConfigError("late")
+
+    with pytest.raises(errors.ConfigError, match=r"took more than 0\.2s"):
+        await config.load_in_thread(path, environ={}, within=0.2, loader=stuck)
+    release.set()
+
+
+# --------------------------------------------------------------------------- no enabled account
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("", "no [[accounts]] table"),
+        ("[limits]\nmax_in_flight = 2\n", "no [[accounts]] table"),
+        (ACCOUNT + "enabled = false\n", "all 1 accounts are disabled"),
+    ],
+)
+def test_no_enabled_account_is_a_problem(tmp_path: Path, text: str, found: str) -> None:
+    """Finding 5: a config truncated to 0 bytes was taken for "collect nothing"."""
+    settings = load(tmp_path, text)
+    problem = config.no_accounts_problem(settings)
+    assert problem is not None
+    assert problem.startswith(f"{tmp_path / 'collector.toml'}: no enabled account ({found})")
+    assert "allow_no_accounts = true" in problem
+
+
+def test_no_accounts_allowed_when_the_file_says_so(tmp_path: Path) -> None:
+    assert config.no_accounts_problem(load(tmp_path, "allow_no_accounts = true\n")) is None
+    assert config.no_accounts_problem(load(tmp_path, ACCOUNT)) is None
+    # a source produces accounts at run time: not "no accounts"
+    assert config.no_accounts_problem(load(tmp_path, source())) is None
+    settings = load(tmp_path, "", {"COLLECTOR_ALLOW_NO_ACCOUNTS": "true"})
+    assert config.no_accounts_problem(settings) is None
+    no_file = config.no_accounts_problem(config.load(environ={}))
+    assert no_file is not None
+    assert no_file.startswith("the configuration (no config file given): no enabled account")
