@@ -265,6 +265,9 @@ class Daemon:
     async def _webhook_sink(self, batch: models.Batch) -> None:
         """Webhook rows are made durable (database or spool) before Meta gets its 200."""
         assert self.writer is not None
+        for poll in batch.media_polls:
+            if poll.source == "webhook":
+                self.telemetry.story_final_sources.labels(source="webhook").inc()
         await self.writer.write(batch)
         await self.writer.flush()
 

@@ -346,6 +346,7 @@ def _account_answers(
     account_failure: errors.GraphError | None = None
     for op, result in zip(chunk, results, strict=True):
         if not isinstance(result, errors.GraphError):
+            _accepted(ctx, models.ObjectKind.ACCOUNT, op.metrics, batch, captured_at)
             batch.account_metrics.extend(
                 parse.account_insights(
                     result,
@@ -412,6 +413,21 @@ async def call_many(
             results.append(resp.body)
         return results
     return await ctx.client.batch(ops, token=target.token, account=target.ig_user_id)
+
+
+def _accepted(
+    ctx: Context,
+    kind: models.ObjectKind,
+    metrics: Sequence[str],
+    batch: models.Batch,
+    at: datetime,
+) -> None:
+    """The API answered for ``metrics`` of ``kind``: recorded in ``metric_support`` (once per
+    process and metric), so it holds what was accepted as well as what was rejected."""
+    for metric in ctx.catalog.accept(kind, metrics):
+        batch.verdicts.append(
+            models.MetricVerdict(kind, metric, ctx.catalog.api_version, True, "accepted", at)
+        )
 
 
 def _learn(
@@ -548,6 +564,7 @@ async def _list_stories(
             listing.stories.append(story)
             nested = item.get("insights") if insights else None
             if isinstance(nested, dict):
+                _accepted(ctx, models.ObjectKind.STORY, insights, found, now)
                 found.media_metrics.extend(
                     parse.media_insights(nested, story.media_id, insights, now, skipped=skips)
                 )
@@ -675,6 +692,7 @@ async def media_insights_many(
             for media, result in zip(chunk, results, strict=True):
                 metrics = asked[media.media_id]
                 if not isinstance(result, errors.GraphError):
+                    _accepted(ctx, media.kind, metrics, batch, captured_at)
                     batch.media_metrics.extend(
                         parse.media_insights(
                             result, media.media_id, metrics, captured_at, skipped=skips
@@ -787,6 +805,7 @@ async def _media_request(
                 _error_record(target, "media_insights", media.media_id, exc, ctx.clock.now())
             )
             return True
+        _accepted(ctx, kind, metrics, batch, ctx.clock.now())
         batch.media_metrics.extend(
             parse.media_insights(
                 resp.body,

@@ -422,6 +422,14 @@ class Store:
             for r in rows
         ]
 
+    async def stories_missed_while_down(self, ig_user_id: str, *, now: datetime) -> list[str]:
+        """Mark the account's stories that expired with no final snapshot and no recorded
+        reason as missed while no collector ran; returns their ids."""
+        rows = await self._fetch(
+            "mark stories missed", "stories_missed_while_down", ig_user_id, now
+        )
+        return [r["media_id"] for r in rows]
+
     async def last_account_metric_end(self, ig_user_id: str) -> datetime | None:
         """The end of the newest stored ``day`` bucket of the account, if any."""
         rows = await self._fetch("read account metrics", "last_account_metric_end", ig_user_id)
