@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -166,6 +166,26 @@ class Store:
         """Apply pending migrations (see ``schema.migrate``)."""
         async with self._conn("migrate") as conn:
             return await schema.migrate(conn)
+
+    async def maintain(
+        self,
+        now: datetime,
+        *,
+        media_metric: timedelta | None = None,
+        account_metric: timedelta | None = None,
+        months_ahead: int = 2,
+    ) -> list[tuple[str, str]]:
+        """Create history partitions ahead and drop months past retention (``None``: keep all).
+
+        Meant to run at start and then daily (``[retention]`` gives the two durations); writes
+        create a missing partition themselves, so a late call only costs that DDL in a write.
+        Returns ``(action, partition)`` pairs: ``created``/``dropped``.
+        """
+        async with self._conn("maintain history") as conn, conn.transaction():
+            rows = await conn.fetch(
+                _q("maintain_history"), now, months_ahead, media_metric, account_metric
+            )
+        return [(r["action"], r["partition_name"]) for r in rows]
 
     async def ping(self) -> None:
         """Raise ``DatabaseUnavailable`` unless the database answers."""
