@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -86,6 +86,9 @@ class Store:
         self._pool = pool
         self._where = where
         self._password = password
+        #: (history table, first day of a month) whose partition is known to exist
+        self._months: set[tuple[str, date]] = set()
+        self._partitioning = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -177,15 +180,48 @@ class Store:
     ) -> list[tuple[str, str]]:
         """Create history partitions ahead and drop months past retention (``None``: keep all).
 
-        Meant to run at start and then daily (``[retention]`` gives the two durations); writes
-        create a missing partition themselves, so a late call only costs that DDL in a write.
-        Returns ``(action, partition)`` pairs: ``created``/``dropped``.
+        Meant to run at start and then daily, with the ``[retention]`` durations; a write that
+        reaches a month without a partition creates it first, so a late call costs no data.
+        Returns ``(action, partition)`` pairs, ``action`` being ``created`` or ``dropped``.
         """
-        async with self._conn("maintain history") as conn, conn.transaction():
-            rows = await conn.fetch(
-                _q("maintain_history"), now, months_ahead, media_metric, account_metric
-            )
-        return [(r["action"], r["partition_name"]) for r in rows]
+        done: list[tuple[str, str]] = []
+        for parent, keep in (
+            ("media_capture", media_metric),
+            ("media_metric_value", media_metric),
+            ("account_metric_value", account_metric),
+        ):
+            # one table per transaction: partition DDL locks its parent exclusively
+            async with self._conn("maintain history") as conn, conn.transaction():
+                rows = await conn.fetch(_q("maintain_history"), parent, now, months_ahead, keep)
+            done += [(r["action"], r["partition_name"]) for r in rows]
+        self._months.clear()  # dropped months must be looked up again
+        return done
+
+    async def _ensure_partitions(self, batch: models.Batch) -> None:
+        """Create the monthly partitions the batch's history needs, each in its own transaction.
+
+        Outside the write's transaction on purpose: partition DDL there would deadlock with
+        concurrent writers. The months known to exist are cached, so this is free per batch.
+        """
+        needed: dict[str, set[date]] = {}
+        for v in batch.media_metrics:
+            needed.setdefault("media_metric_value", set()).add(_month(v.captured_at))
+        if "media_metric_value" in needed:
+            needed["media_capture"] = needed["media_metric_value"]
+        for a in batch.account_metrics:
+            needed.setdefault("account_metric_value", set()).add(_month(a.end_time))
+        wanted = {(parent, m) for parent, months in needed.items() for m in months}
+        if wanted <= self._months:
+            return
+        async with self._partitioning, self._conn("create history partitions") as conn:
+            if not self._months:
+                rows = await conn.fetch(_q("history_partitions"))
+                self._months.update((r["parent"], r["month"]) for r in rows)
+            for parent, month in sorted(wanted - self._months):
+                start = datetime(month.year, month.month, 1, tzinfo=UTC)
+                # a month past retention stays dropped (the write then skips its rows)
+                await conn.fetch(_q("ensure_partitions"), parent, start, start)
+                self._months.add((parent, month))
 
     async def ping(self) -> None:
         """Raise ``DatabaseUnavailable`` unless the database answers."""
@@ -285,6 +321,7 @@ class Store:
             | {c.ig_user_id for c in batch.token_checks}
             | {c.ig_user_id for c in batch.usages}
         )
+        await self._ensure_partitions(batch)
         async with self._conn("write batch") as conn, conn.transaction():
             if ids:
                 await conn.execute(_q("ensure_accounts"), ids)
@@ -538,6 +575,12 @@ async def _init_connection(conn: Any) -> None:
 
 async def _stage(conn: Any, table: str, records: list[tuple[Any, ...]]) -> None:
     await conn.copy_records_to_table(table, records=records)
+
+
+def _month(at: datetime) -> date:
+    """The first day of the UTC month of ``at``: which monthly history partition holds it."""
+    utc = at.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
 
 
 def _media(r: Any) -> models.Media:

@@ -158,9 +158,6 @@ on conflict do nothing;
 -- captures older than the retention horizon would recreate a dropped month: not kept
 delete from stage_media_metric
 where captured_at < (select horizon from history_retention where relation = 'media_metric_value');
-select collector_ensure_partitions('media_capture', min(captured_at), max(captured_at)),
-       collector_ensure_partitions('media_metric_value', min(captured_at), max(captured_at))
-from stage_media_metric;
 -- a series seen for the first time: a placeholder row (never visible outside this transaction)
 insert into media_metric_current as c (
     media_id, key_id, value, captured_at, changed_at, first_captured_at, is_final
@@ -359,8 +356,6 @@ where not exists (
 on conflict do nothing;
 delete from stage_account_metric
 where end_time < (select horizon from history_retention where relation = 'account_metric_value');
-select collector_ensure_partitions('account_metric_value', min(end_time), max(end_time))
-from stage_account_metric;
 insert into account_metric_value as am (
     ig_user_id, end_time, captured_at, first_captured_at, key_id, value, value_wide
 )
@@ -604,6 +599,20 @@ where ig_user_id = $1
 returning ig_user_id;
 
 -- name: maintain_history
--- $1 now, $2 months of partitions to create ahead, $3/$4 retention of media and account
--- history (NULL: keep forever). See collector_maintain in sql/migrations/0004_history.sql.
+-- $1 the history table, $2 now, $3 months of partitions to create ahead, $4 retention (NULL:
+-- keep forever). See collector_maintain in sql/migrations/0004_history.sql.
 select action, partition_name from collector_maintain($1, $2, $3, $4);
+
+-- name: ensure_partitions
+-- $1 the history table, $2 and $3 the first and last instant to cover. Run on its own, never
+-- inside a write transaction (creating a partition locks its parent exclusively).
+select collector_ensure_partitions($1, $2, $3) as created;
+
+-- name: history_partitions
+-- The monthly partitions that exist, as (parent, first instant of the month).
+select p.relname as parent, to_date(right(c.relname, 7), 'YYYY_MM') as month
+from pg_inherits i
+join pg_class c on c.oid = i.inhrelid
+join pg_class p on p.oid = i.inhparent
+where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+  and c.relname ~ '_[0-9]{4}_[0-9]{2}$';

@@ -16,8 +16,9 @@
 -- capture (or the current value when the series has not changed since): the old per-capture
 -- rows are exactly reconstructible, and the view media_metric does so. Captures, value rows
 -- and account buckets are range-partitioned by month (UTC); the collector creates partitions
--- (collector_ensure_partitions, called by every write and by Store.maintain) and drops whole
--- months past the configured retention (collector_maintain), never DELETEs.
+-- (collector_ensure_partitions: Store.maintain ahead of time, and Store.write, before its
+-- transaction, for a month it has not seen yet) and drops whole months past the configured
+-- retention (collector_maintain), never DELETEs.
 --
 -- Ids: the API's ids are digits; the history keys them as bigint (8 bytes instead of 18-19 of
 -- text). account and media keep their text ids, read by every other query; a stored
@@ -70,36 +71,42 @@ comment on table history_retention is
 -- ---------------------------------------------------------------------------- partitions
 
 create function collector_ensure_partitions(parent text, first timestamptz, last timestamptz)
-returns integer
+returns setof text
 language plpgsql
 as $$
--- Creates the monthly (UTC) partitions of parent covering [first, last]; returns how many it
--- created. Cheap when they exist (one catalog lookup per month), so every write calls it.
+-- Creates the monthly (UTC) partitions of parent covering [first, last]; returns the names of
+-- those it created. Creating a partition locks the parent exclusively: callers run it in a
+-- transaction of its own (one parent each), never inside a write that holds other locks.
 declare
-    month timestamp;
-    name  text;
-    made  integer := 0;
+    month   timestamp;
+    name    text;
+    horizon timestamptz;
 begin
     if first is null or last is null then
-        return 0;
+        return;
     end if;
+    -- months dropped by retention are not recreated
+    select r.horizon into horizon from history_retention r where r.relation = parent;
     month := date_trunc('month', first at time zone 'UTC');
     while month <= last at time zone 'UTC' loop
         name := parent || '_' || to_char(month, 'YYYY_MM');
-        if to_regclass(name) is null then
-            -- two writers reaching a new month at once: the second waits, then finds it
+        if (month + interval '1 month') at time zone 'UTC' > coalesce(horizon, '-infinity')
+           and to_regclass(name) is null then
+            -- two writers reaching a new month at once: the second waits for the first,
+            -- then finds the partition (or fails to create it again: fine too)
             perform pg_advisory_xact_lock(hashtext('collector_partition'), hashtext(name));
-            if to_regclass(name) is null then
+            begin
                 execute format(
                     'create table %I partition of %I for values from (%L) to (%L)',
                     name, parent, month::text || '+00', (month + interval '1 month')::text || '+00'
                 );
-                made := made + 1;
-            end if;
+                return next name;
+            exception when duplicate_table or unique_violation then
+                null;
+            end;
         end if;
         month := month + interval '1 month';
     end loop;
-    return made;
 end
 $$;
 
@@ -107,90 +114,92 @@ comment on function collector_ensure_partitions(text, timestamptz, timestamptz) 
     'Create the missing monthly (UTC) partitions of a history table between two times.';
 
 create function collector_maintain(
+    parent text,
     now timestamptz,
     months_ahead integer,
-    media_keep interval,
-    account_keep interval
+    keep interval
 )
 returns table (action text, partition_name text)
 language plpgsql
 as $$
--- Partitions ahead of time (this month and months_ahead more) for every history table, and
+-- One history table: partitions ahead of time (this month and months_ahead more), and
 -- retention as partition drops: a month goes once all of it is older than now - keep (NULL
 -- keep: forever). Before value months go, the last value of each series that changed after
 -- them is carried to the first kept instant, so "value at t" stays answerable for every kept t.
 declare
-    parent  text;
-    keep    interval;
     horizon timestamptz;
     part    record;
 begin
-    foreach parent in array array['media_capture', 'media_metric_value', 'account_metric_value'] loop
-        if collector_ensure_partitions(
+    return query
+        select 'created'::text, made
+        from collector_ensure_partitions(
             parent, now,
             (date_trunc('month', now at time zone 'UTC') + make_interval(months => months_ahead))
                 at time zone 'UTC'
-        ) > 0 then
-            return query select 'created'::text, parent;
-        end if;
-        keep := case when parent = 'account_metric_value' then account_keep else media_keep end;
-        if keep is null then
-            continue;
-        end if;
-        -- the end of the newest month wholly older than now - keep
-        select max(p.upper_bound) into horizon
+        ) as made;
+    if keep is null then
+        return;
+    end if;
+    -- the end of the newest month wholly older than now - keep
+    select max(p.upper_bound) into horizon
+    from (
+        select (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month')
+                   at time zone 'UTC' as upper_bound
+        from pg_inherits i
+        join pg_class c on c.oid = i.inhrelid
+        where i.inhparent = parent::regclass
+          and c.relname ~ ('^' || parent || '_[0-9]{4}_[0-9]{2}$')
+    ) p
+    where p.upper_bound <= now - keep;
+    if horizon is null then
+        return;
+    end if;
+    -- from now on a write older than the horizon is dropped instead of recreating its month
+    insert into history_retention as r (relation, horizon) values (parent, horizon)
+    on conflict (relation) do update set horizon = greatest(r.horizon, excluded.horizon);
+    if parent = 'media_metric_value' then
+        perform collector_ensure_partitions(parent, horizon, horizon);
+        insert into media_metric_value (captured_at, series_id, value, value_wide)
+        select horizon, d.series_id, d.value, d.value_wide
         from (
-            select (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month')
-                       at time zone 'UTC' as upper_bound
-            from pg_inherits i
-            join pg_class c on c.oid = i.inhrelid
-            where i.inhparent = parent::regclass
-              and c.relname ~ ('^' || parent || '_[0-9]{4}_[0-9]{2}$')
-        ) p
-        where p.upper_bound <= now - keep;
-        if horizon is null then
-            continue;
-        end if;
-        if parent = 'media_metric_value' then
-            perform collector_ensure_partitions(parent, horizon, horizon);
-            insert into media_metric_value (captured_at, series_id, value, value_wide)
-            select horizon, d.series_id, d.value, d.value_wide
-            from (
-                select distinct on (v.series_id) v.series_id, v.value, v.value_wide
-                from media_metric_value v
-                where v.captured_at < horizon
-                order by v.series_id, v.captured_at desc
-            ) d
-            join media_metric_current s on s.series_id = d.series_id
-            where s.changed_at >= horizon
-              and not exists (
-                  select 1 from media_metric_value n
-                  where n.series_id = d.series_id and n.captured_at = horizon
-              );
-        end if;
-        for part in
-            select c.relname::text as relname
-            from pg_inherits i
-            join pg_class c on c.oid = i.inhrelid
-            where i.inhparent = parent::regclass
-              and c.relname ~ ('^' || parent || '_[0-9]{4}_[0-9]{2}$')
-              and (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month')
-                  at time zone 'UTC' <= horizon
-            order by c.relname
-        loop
-            execute format('drop table %I', part.relname);
-            return query select 'dropped'::text, part.relname;
-        end loop;
-        insert into history_retention as r (relation, horizon) values (parent, horizon)
-        on conflict (relation) do update set horizon = greatest(r.horizon, excluded.horizon);
+            select distinct on (v.series_id) v.series_id, v.value, v.value_wide
+            from media_metric_value v
+            where v.captured_at < horizon
+            order by v.series_id, v.captured_at desc
+        ) d
+        join media_metric_current s on s.series_id = d.series_id
+        where s.changed_at >= horizon
+          and not exists (
+              select 1 from media_metric_value n
+              where n.series_id = d.series_id and n.captured_at = horizon
+          );
+    end if;
+    for part in
+        select c.relname::text as relname
+        from pg_inherits i
+        join pg_class c on c.oid = i.inhrelid
+        where i.inhparent = parent::regclass
+          and c.relname ~ ('^' || parent || '_[0-9]{4}_[0-9]{2}$')
+          and (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month')
+              at time zone 'UTC' <= horizon
+        order by c.relname
+    loop
+        execute format('drop table %I', part.relname);
+        return query select 'dropped'::text, part.relname;
     end loop;
 end
 $$;
 
-comment on function collector_maintain(timestamptz, integer, interval, interval) is
-    'Create history partitions ahead of time and drop months past retention (Store.maintain).';
+comment on function collector_maintain(text, timestamptz, integer, interval) is
+    'Create a history table''s partitions ahead of time and drop its months past retention '
+    '(Store.maintain).';
 
 -- ---------------------------------------------------------------------------- media history
+--
+-- No foreign keys on the partitioned tables: creating a partition would then lock the
+-- referenced tables too, which deadlocks against concurrent writers, and every history row
+-- would pay a trigger. Their ids come from media_metric_current (which references media and
+-- metric_key) and the dictionaries, in the same statements that write them.
 
 create table media_metric_current (
     series_id         integer generated always as identity primary key,
@@ -212,9 +221,9 @@ comment on column media_metric_current.changed_at is 'Since which capture the se
 comment on column media_metric_current.first_captured_at is 'The first capture of the series.';
 
 create table media_capture (
-    media_id    bigint not null references media (media_id_num),
+    media_id    bigint not null,
     captured_at timestamptz not null,
-    key_set_id  integer not null references metric_key_set,
+    key_set_id  integer not null,
     is_final    boolean not null,
     primary key (media_id, captured_at)
 ) partition by range (captured_at);
@@ -226,7 +235,7 @@ comment on table media_capture is
 create table media_metric_value (
     -- columns in this order: 8-byte first, so that a row is 40 bytes without padding
     captured_at timestamptz not null,
-    series_id   integer not null references media_metric_current,
+    series_id   integer not null,
     value       integer,
     value_wide  numeric,
     primary key (series_id, captured_at),
@@ -242,11 +251,11 @@ comment on column media_metric_value.value_wide is 'Otherwise the value (rates, 
 -- ---------------------------------------------------------------------------- account history
 
 create table account_metric_value (
-    ig_user_id        bigint not null references account (ig_user_id_num),
+    ig_user_id        bigint not null,
     end_time          timestamptz not null,
     captured_at       timestamptz not null,
     first_captured_at timestamptz not null,
-    key_id            integer not null references metric_key,
+    key_id            integer not null,
     value             integer,
     value_wide        numeric,
     primary key (ig_user_id, key_id, end_time),

@@ -828,10 +828,6 @@ async def test_close_cuts_queries_that_outlast_the_grace(
             await counting
 
 
-class _Rollback(Exception):
-    pass
-
-
 async def test_every_named_query_is_valid_sql(db_conn: asyncpg.Connection) -> None:
     queries = dict(schema.named_queries("queries.sql"))
     await db_conn.execute(queries.pop("create_stage_tables"))
@@ -842,11 +838,12 @@ async def test_every_named_query_is_valid_sql(db_conn: asyncpg.Connection) -> No
             else:
                 # a parameterless block may be a script (several statements): run it on the
                 # empty stage tables and roll back
-                async with db_conn.transaction():
+                tr = db_conn.transaction()
+                await tr.start()
+                try:
                     await db_conn.execute(sql)
-                    raise _Rollback
-        except _Rollback:
-            pass
+                finally:
+                    await tr.rollback()
         except asyncpg.PostgresError as exc:
             pytest.fail(f"query {name}: {exc}")
 
