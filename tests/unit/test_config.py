@@ -688,6 +688,7 @@ def test_example_documents_every_key() -> None:
         "web": config.WebSettings,
         "log": config.LogSettings,
         "shutdown": config.ShutdownSettings,
+        "retention": config.RetentionSettings,
     }
     assert set(sections) | {"accounts"} == set(config.Settings.model_fields)
     for name, model in sections.items():
