@@ -195,6 +195,29 @@ class Store:
                 rows = await conn.fetch(_q("maintain_history"), parent, now, months_ahead, keep)
             done += [(r["action"], r["partition_name"]) for r in rows]
         self._months.clear()  # dropped months must be looked up again
+        done += await self._compact(now - timedelta(days=1))
+        return done
+
+    async def _compact(self, before: datetime) -> list[tuple[str, str]]:
+        """Rebuild, packed, the indexes of partitions whose month ended before ``before``.
+
+        A month's rows arrive in time order but its indexes are keyed by series, so they fill
+        to about two thirds while it is written; once the month is over only late replays
+        still arrive. ``REINDEX CONCURRENTLY`` keeps reads and writes going meanwhile, and
+        cannot run inside a transaction: one statement each.
+        """
+        done: list[tuple[str, str]] = []
+        async with self._conn("compact history") as conn:
+            for row in await conn.fetch(_q("partitions_to_compact"), before):
+                name = row["partition_name"]
+                for index in await conn.fetch(_q("index_names"), name):
+                    # identifiers cannot be parameters; these names are ours ([a-z0-9_]+)
+                    quoted = '"' + index["index_name"].replace('"', '""') + '"'
+                    await conn.execute(f"alter index {quoted} set (fillfactor = 100)")
+                quoted = '"' + name.replace('"', '""') + '"'
+                await conn.execute(f"reindex table concurrently {quoted}")
+                await conn.execute(_q("mark_compacted"), name, before)
+                done.append(("compacted", name))
         return done
 
     async def _ensure_partitions(self, batch: models.Batch) -> None:

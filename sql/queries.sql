@@ -603,6 +603,29 @@ returning ig_user_id;
 -- keep forever). See collector_maintain in sql/migrations/0004_history.sql.
 select action, partition_name from collector_maintain($1, $2, $3, $4);
 
+-- name: partitions_to_compact
+-- Partitions of months that ended before $1 whose indexes were not rebuilt yet, oldest first.
+select c.relname as partition_name
+from pg_inherits i
+join pg_class c on c.oid = i.inhrelid
+join pg_class p on p.oid = i.inhparent
+where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+  and c.relname ~ '_[0-9]{4}_[0-9]{2}$'
+  and (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month') at time zone 'UTC' <= $1
+  and not exists (select 1 from history_compacted h where h.partition_name = c.relname)
+order by right(c.relname, 7), c.relname;
+
+-- name: index_names
+-- The indexes of partition $1 (names are ours: collector_ensure_partitions made them).
+select i.relname as index_name
+from pg_index x
+join pg_class i on i.oid = x.indexrelid
+where x.indrelid = $1::text::regclass;
+
+-- name: mark_compacted
+insert into history_compacted (partition_name, compacted_at) values ($1, $2)
+on conflict (partition_name) do nothing;
+
 -- name: ensure_partitions
 -- $1 the history table, $2 and $3 the first and last instant to cover. Run on its own, never
 -- inside a write transaction (creating a partition locks its parent exclusively).

@@ -68,6 +68,16 @@ comment on table history_retention is
     'Per partitioned history table: rows older than horizon were dropped (retention) and are '
     'not written again (a late replay would otherwise recreate a dropped month).';
 
+create table history_compacted (
+    partition_name text primary key,
+    compacted_at   timestamptz not null
+);
+
+comment on table history_compacted is
+    'Partitions of finished months whose indexes were rebuilt packed (Store.maintain): rows '
+    'arrive in time order but keyed by series, so a month''s indexes fill to about two thirds '
+    'while it is written.';
+
 -- ---------------------------------------------------------------------------- partitions
 
 create function collector_ensure_partitions(parent text, first timestamptz, last timestamptz)
@@ -513,7 +523,9 @@ comment on view account_metric_daily is
 
 -- Every change of every media series with the interval it held for: "value at t" of one media
 -- is the row with valid_from <= t < coalesce(valid_until, 'infinity'); a series over a range is
--- its rows overlapping the range.
+-- its rows overlapping the range. valid_until is the next row's valid_from (lead); the window
+-- is partitioned by every column that is constant per series, so that a filter on any of them
+-- (account, media, metric) is applied before the window, not after it over the whole history.
 create view media_metric_history as
 select
     m.media_id,
@@ -527,20 +539,18 @@ select
     k.dimension,
     coalesce(v.value, v.value_wide) as value,
     v.captured_at as valid_from,
-    n.captured_at as valid_until,
+    lead(v.captured_at) over (
+        -- series_id first: it alone tells the partitions apart, so the sort compares integers
+        partition by v.series_id, m.media_id, m.ig_user_id, a.name, m.media_product_type,
+                     m.is_story, m.posted_at, k.metric, k.breakdown, k.dimension, s.captured_at
+        order by v.captured_at
+    ) as valid_until,
     s.captured_at as series_last_captured_at
 from media_metric_value v
 join media_metric_current s on s.series_id = v.series_id
 join media m on m.media_id_num = s.media_id
 join account a on a.ig_user_id = m.ig_user_id
-join metric_key k on k.key_id = s.key_id
-left join lateral (
-    select nv.captured_at
-    from media_metric_value nv
-    where nv.series_id = v.series_id and nv.captured_at > v.captured_at
-    order by nv.captured_at
-    limit 1
-) n on true;
+join metric_key k on k.key_id = s.key_id;
 
 comment on view media_metric_history is
     'Media metric history, one row per change: the value a series took at valid_from and kept '
