@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -260,9 +261,9 @@ def views(end: datetime) -> dict[str, tuple[str, list[Any]]]:
             "select * from media_metric_at($1) where account_name = 'northwind'",
             [half_year],
         ),
-        "media_metric_history (account, 30 days)": (
+        "media_metric_history (account, changes of 30 days)": (
             "select * from media_metric_history where account_name = 'northwind' "
-            "and (valid_until is null or valid_until > $1)",
+            "and valid_from > $1",
             [month],
         ),
         "media_metric_history (one post, all)": (
@@ -358,14 +359,18 @@ def month_starts(start: datetime, end: datetime) -> list[datetime]:
 
 async def timed(
     conn: asyncpg.Connection, sql: str, args: list[Any], repeat: int
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, float]:
+    """Client-side median and worst ms (rows fetched and decoded), rows, and the server's
+    median execution time (EXPLAIN ANALYZE, no rows sent)."""
     await conn.fetch(sql, *args)  # warm-up (plans, cache)
-    times, n = [], 0
+    times, server, n = [], [], 0
     for _ in range(repeat):
         began = time.perf_counter()
         n = len(await conn.fetch(sql, *args))
         times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times), max(times), n
+        plan = await conn.fetchval(f"explain (analyze, timing off, format json) {sql}", *args)
+        server.append(float(json.loads(plan)[0]["Execution Time"]))
+    return statistics.median(times), max(times), n, statistics.median(server)
 
 
 async def variants(conn: asyncpg.Connection, rows: int) -> None:
@@ -392,6 +397,31 @@ async def variants(conn: asyncpg.Connection, rows: int) -> None:
             f"| {label} | {heap / rows:.1f} | {index / rows:.1f} | {(heap + index) / rows:.1f} | "
             f"{(heap + packed) / rows:.1f} |"
         )
+    # Not built, measured for comparison: no change detection at all, one row per capture with
+    # its values in an array aligned to the capture's key set (per value: the row divided by 10)
+    await conn.execute("drop table v")
+    await conn.execute(
+        "create table v (media_id bigint, captured_at timestamptz, key_set_id integer, "
+        "is_final boolean, vals integer[], primary key (media_id, captured_at))"
+    )
+    await conn.execute(
+        "insert into v select 17900000000000000 + c % 10000, "
+        "$1::timestamptz + make_interval(hours => c / 10000), 1, false, "
+        "array(select (hashint4(c * 10 + i) & 65535) from generate_series(1, 10) i) "
+        "from generate_series(0, $2::integer / 10 - 1) c order by c",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        rows,
+    )
+    await conn.execute("vacuum analyze v")
+    heap = await conn.fetchval("select pg_relation_size('v')")
+    index = await conn.fetchval("select pg_indexes_size('v')")
+    await conn.execute("reindex table v")
+    packed = await conn.fetchval("select pg_indexes_size('v')")
+    print(
+        f"| not built: a row per capture, 10 values in an integer[] (per value) | "
+        f"{heap / rows:.1f} | {index / rows:.1f} | {(heap + index) / rows:.1f} | "
+        f"{(heap + packed) / rows:.1f} |"
+    )
     await conn.execute("drop table v")
 
 
@@ -436,8 +466,11 @@ async def report_sizes(
 async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear script)
     dsn = await common.fresh_database(DB)
     conn = await asyncpg.connect(dsn, command_timeout=None)
+    await schema.migrate(conn)
+    await conn.close()
+    # a new session: the migration's database settings (jit = off) apply from here on
+    conn = await asyncpg.connect(dsn, command_timeout=None)
     try:
-        await schema.migrate(conn)
         await conn.execute("set work_mem = '256MB'")
         if args.variants:
             await variants(conn, 1_000_000)
@@ -534,14 +567,15 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
         )
 
         print(f"\n# reads for one account (median / worst of {args.repeat} after a warm-up)")
-        print("\n| read | rows | median ms | worst ms |")
-        print("|---|---:|---:|---:|")
-        for label, (sql, params) in views(end).items():
-            median, worst, n = await timed(conn, sql, params, args.repeat)
-            print(f"| {label} | {n:,} | {median:.1f} | {worst:.1f} |", flush=True)
-        for name, sql in schema.parse_named(schema.read_sql("examples.sql")).items():
-            median, worst, n = await timed(conn, sql, [], args.repeat)
-            print(f"| examples.sql `{name}` | {n:,} | {median:.1f} | {worst:.1f} |", flush=True)
+        print("\n| read | rows | client median ms | client worst ms | server median ms |")
+        print("|---|---:|---:|---:|---:|")
+        reads = list(views(end).items()) + [
+            (f"examples.sql `{name}`", (sql, []))
+            for name, sql in schema.parse_named(schema.read_sql("examples.sql")).items()
+        ]
+        for label, (sql, params) in reads:
+            median, worst, n, server = await timed(conn, sql, params, args.repeat)
+            print(f"| {label} | {n:,} | {median:.1f} | {worst:.1f} | {server:.1f} |", flush=True)
     finally:
         await conn.close()
         if not args.keep:

@@ -272,6 +272,13 @@ def build_runner(
 async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
     await st.check_schema()
     now = clock.now()
+    # history partitions ahead and retention; compaction is for the daily call (it can be slow)
+    await st.maintain(
+        now,
+        media_metric=settings.retention.media_metric,
+        account_metric=settings.retention.account_metric,
+        compact=False,
+    )
     await st.sync_accounts([a.row() for a in settings.accounts], now)
     for a in settings.accounts:
         if not a.enabled:

@@ -177,12 +177,16 @@ class Store:
         media_metric: timedelta | None = None,
         account_metric: timedelta | None = None,
         months_ahead: int = 2,
+        compact: bool = True,
     ) -> list[tuple[str, str]]:
-        """Create history partitions ahead and drop months past retention (``None``: keep all).
+        """Create history partitions ahead, drop months past retention (``None``: keep all)
+        and, with ``compact``, rebuild finished months' indexes packed.
 
-        Meant to run at start and then daily, with the ``[retention]`` durations; a write that
-        reaches a month without a partition creates it first, so a late call costs no data.
-        Returns ``(action, partition)`` pairs, ``action`` being ``created`` or ``dropped``.
+        Meant to run daily, with the ``[retention]`` durations (and at start without
+        ``compact``, which can take minutes on a large history); a write that reaches a month
+        without a partition creates it first, so a late call costs no data. Returns
+        ``(action, partition)`` pairs, ``action`` being ``created``, ``dropped`` or
+        ``compacted``.
         """
         done: list[tuple[str, str]] = []
         for parent, keep in (
@@ -195,7 +199,8 @@ class Store:
                 rows = await conn.fetch(_q("maintain_history"), parent, now, months_ahead, keep)
             done += [(r["action"], r["partition_name"]) for r in rows]
         self._months.clear()  # dropped months must be looked up again
-        done += await self._compact(now - timedelta(days=1))
+        if compact:
+            done += await self._compact(now - timedelta(days=1))
         return done
 
     async def _compact(self, before: datetime) -> list[tuple[str, str]]:

@@ -96,8 +96,9 @@ where w.account_name = 'northwind'
 order by w.media_id, w.metric;
 
 -- name: reach_changes_last_30_days
--- A series over a range: every value the reach of one account's posts and reels took in the
--- last 30 days, with when it was first seen and until when it held (NULL: still current).
+-- A series over a range: every change of the reach of one account's posts and reels in the
+-- last 30 days, with until when each value held (NULL: still current). The values at the
+-- start of the range are media_metric_at(now() - interval '30 days').
 select media_id,
        value as reach,
        valid_from,
@@ -107,5 +108,5 @@ where account_name = 'northwind'
   and not is_story
   and metric = 'reach'
   and breakdown = ''
-  and (valid_until is null or valid_until > now() - interval '30 days')
+  and valid_from > now() - interval '30 days'
 order by media_id, valid_from;

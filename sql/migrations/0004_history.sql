@@ -375,6 +375,18 @@ drop table account_metric;
 
 -- ---------------------------------------------------------------------------- views
 
+-- JIT off for this database: the views below are index lookups per account that run in
+-- 10-200 ms, and their estimated costs (laterals over many partitions) trip jit_above_cost,
+-- whose compilation then adds 1-2 s to each read (measured in bench/RESULTS.md). Only the
+-- database's owner may do this: elsewhere the migration says so and goes on.
+do $$
+begin
+    execute format('alter database %I set jit = off', current_database());
+exception when insufficient_privilege then
+    raise notice 'not the owner of the database: set jit = off for it to keep the views fast';
+end
+$$;
+
 -- The old tables, as views with the same columns and rows: one row per metric, breakdown value
 -- and capture. Queries written for them keep working; the new views below are the fast paths.
 create view media_metric as
@@ -522,10 +534,10 @@ comment on view account_metric_daily is
     'taken that day. Recent days may still be revised by Meta (see captured_at).';
 
 -- Every change of every media series with the interval it held for: "value at t" of one media
--- is the row with valid_from <= t < coalesce(valid_until, 'infinity'); a series over a range is
--- its rows overlapping the range. valid_until is the next row's valid_from (lead); the window
--- is partitioned by every column that is constant per series, so that a filter on any of them
--- (account, media, metric) is applied before the window, not after it over the whole history.
+-- is the row with valid_from <= t < coalesce(valid_until, 'infinity'); a series over a range
+-- (t1, t2] is media_metric_at(t1) plus the rows with valid_from in (t1, t2]. A filter on
+-- valid_from prunes partitions and uses the index; valid_until is looked up per row returned
+-- (never for a series' latest row, which has none).
 create view media_metric_history as
 select
     m.media_id,
@@ -539,18 +551,23 @@ select
     k.dimension,
     coalesce(v.value, v.value_wide) as value,
     v.captured_at as valid_from,
-    lead(v.captured_at) over (
-        -- series_id first: it alone tells the partitions apart, so the sort compares integers
-        partition by v.series_id, m.media_id, m.ig_user_id, a.name, m.media_product_type,
-                     m.is_story, m.posted_at, k.metric, k.breakdown, k.dimension, s.captured_at
-        order by v.captured_at
-    ) as valid_until,
+    n.captured_at as valid_until,
     s.captured_at as series_last_captured_at
 from media_metric_value v
 join media_metric_current s on s.series_id = v.series_id
 join media m on m.media_id_num = s.media_id
 join account a on a.ig_user_id = m.ig_user_id
-join metric_key k on k.key_id = s.key_id;
+join metric_key k on k.key_id = s.key_id
+left join lateral (
+    select nv.captured_at
+    from media_metric_value nv
+    where v.captured_at < s.changed_at
+      and nv.series_id = v.series_id
+      and nv.captured_at > v.captured_at
+      and nv.captured_at <= s.changed_at
+    order by nv.captured_at
+    limit 1
+) n on true;
 
 comment on view media_metric_history is
     'Media metric history, one row per change: the value a series took at valid_from and kept '
@@ -578,6 +595,8 @@ returns table (
 language sql
 stable
 as $$
+-- Lookups are scalar subqueries inside CASE: they run only for the series that need them (a
+-- series unchanged since t, or confirmed before t, reads nothing but its current row).
 select
     m.media_id,
     m.ig_user_id,
@@ -588,33 +607,72 @@ select
     k.metric,
     k.breakdown,
     k.dimension,
-    -- a series that has not changed since t has its current value at t: no history read
-    case when s.changed_at <= as_of then s.value else h.value end,
-    case when s.changed_at <= as_of then s.changed_at else h.captured_at end,
-    case when s.captured_at <= as_of then s.captured_at else c.captured_at end,
-    case when s.captured_at <= as_of then s.is_final else c.is_final end
-from media_metric_current s
-join media m on m.media_id_num = s.media_id
+    case when s.changed_at <= as_of then s.value else (
+        select coalesce(v.value, v.value_wide)
+        from media_metric_value v
+        where v.series_id = s.series_id
+          and v.captured_at >= s.first_captured_at
+          and v.captured_at <= as_of
+        order by v.captured_at desc
+        limit 1
+    ) end,
+    case when s.changed_at <= as_of then s.changed_at else (
+        select v.captured_at
+        from media_metric_value v
+        where v.series_id = s.series_id
+          and v.captured_at >= s.first_captured_at
+          and v.captured_at <= as_of
+        order by v.captured_at desc
+        limit 1
+    ) end,
+    case
+        when s.captured_at <= as_of then s.captured_at
+        when s.key_id = any (lc.key_ids) then lc.captured_at
+        else (
+            -- a series missing from that capture (a story's breakdown, taken at its final)
+            select mc.captured_at
+            from media_capture mc
+            join metric_key_set ks on ks.key_set_id = mc.key_set_id
+            where mc.media_id = s.media_id
+              and mc.captured_at >= s.first_captured_at
+              and mc.captured_at <= as_of
+              and s.key_id = any (ks.key_ids)
+            order by mc.captured_at desc
+            limit 1
+        )
+    end,
+    case
+        when s.captured_at <= as_of then s.is_final
+        when s.key_id = any (lc.key_ids) then lc.is_final
+        else (
+            select mc.is_final
+            from media_capture mc
+            join metric_key_set ks on ks.key_set_id = mc.key_set_id
+            where mc.media_id = s.media_id
+              and mc.captured_at >= s.first_captured_at
+              and mc.captured_at <= as_of
+              and s.key_id = any (ks.key_ids)
+            order by mc.captured_at desc
+            limit 1
+        )
+    end
+from media m
 join account a on a.ig_user_id = m.ig_user_id
-join metric_key k on k.key_id = s.key_id
+-- the media's last capture at or before t: one lookup per media, not per series
 left join lateral (
-    select coalesce(v.value, v.value_wide) as value, v.captured_at
-    from media_metric_value v
-    where s.changed_at > as_of and v.series_id = s.series_id and v.captured_at <= as_of
-    order by v.captured_at desc
-    limit 1
-) h on true
-left join lateral (
-    select mc.captured_at, mc.is_final
+    select mc.captured_at, mc.is_final, ks.key_ids
     from media_capture mc
     join metric_key_set ks on ks.key_set_id = mc.key_set_id
-    where s.captured_at > as_of
-      and mc.media_id = s.media_id
-      and mc.captured_at <= as_of
-      and s.key_id = any (ks.key_ids)
+    where mc.media_id = m.media_id_num
+      -- bounds that prune the partitions a lookup visits: no capture before posting, nor
+      -- after a story's expiry
+      and mc.captured_at >= coalesce(m.posted_at, '-infinity')
+      and mc.captured_at <= least(as_of, coalesce(m.expires_at, as_of))
     order by mc.captured_at desc
     limit 1
-) c on true
+) lc on true
+join media_metric_current s on s.media_id = m.media_id_num
+join metric_key k on k.key_id = s.key_id
 where s.first_captured_at <= as_of
 $$;
 

@@ -81,7 +81,11 @@ def old_schema(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     async def no_partitions(self: store_mod.Store, batch: models.Batch) -> None:
         pass  # the previous schema had none
 
+    async def no_maintenance(self: store_mod.Store, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
     monkeypatch.setattr(store_mod.Store, "_ensure_partitions", no_partitions)
+    monkeypatch.setattr(store_mod.Store, "maintain", no_maintenance)
     return monkeypatch.undo
 
 
