@@ -90,6 +90,7 @@ join media_metric_latest l
  and l.breakdown = w.breakdown
  and l.dimension = w.dimension
 where w.account_name = 'northwind'
+  and l.account_name = 'northwind'
   and not w.is_story
   and w.breakdown = ''
   and w.metric in ('views', 'reach')

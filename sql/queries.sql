@@ -31,7 +31,7 @@ create temp table stage_media_metric (
 -- of insert_media_metrics, not filled by the Python side
 create temp table stage_media_value (
     series_id integer, media_id bigint, key_id integer, captured_at timestamptz, value numeric,
-    is_final boolean, cur_value numeric, cur_at timestamptz
+    is_final boolean, cur_value numeric, cur_at timestamptz, fresh boolean
 ) on commit delete rows;
 create temp table stage_media_capture (
     media_id bigint, captured_at timestamptz, key_ids integer[], is_final boolean
@@ -158,18 +158,39 @@ on conflict do nothing;
 -- captures older than the retention horizon would recreate a dropped month: not kept
 delete from stage_media_metric
 where captured_at < (select horizon from history_retention where relation = 'media_metric_value');
--- a series seen for the first time: a placeholder row (never visible outside this transaction)
+-- series seen for the first time are created with their final state (the batch's last value,
+-- when it last changed): the statements below then only add their value rows
+with fresh as (
+    select distinct on (s.media_id::bigint, k.key_id, s.captured_at)
+        s.media_id::bigint as media_id, k.key_id, s.captured_at, s.value, s.is_final
+    from stage_media_metric s
+    join metric_key k
+        on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
+    where not exists (
+        select 1 from media_metric_current e
+        where e.media_id = s.media_id::bigint and e.key_id = k.key_id
+    )
+    order by s.media_id::bigint, k.key_id, s.captured_at, s.is_final desc
+),
+flagged as (
+    select f.*,
+           f.value is distinct from lag(f.value) over (
+               partition by f.media_id, f.key_id order by f.captured_at
+           ) as changed
+    from fresh f
+)
 insert into media_metric_current as c (
     media_id, key_id, value, captured_at, changed_at, first_captured_at, is_final
 )
-select distinct s.media_id::bigint, k.key_id, null::numeric, '-infinity'::timestamptz,
-       '-infinity'::timestamptz, 'infinity'::timestamptz, false
-from stage_media_metric s
-join metric_key k
-    on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
-where not exists (
-    select 1 from media_metric_current e where e.media_id = s.media_id::bigint and e.key_id = k.key_id
-)
+select media_id, key_id,
+       (array_agg(value order by captured_at desc))[1],
+       max(captured_at),
+       max(captured_at) filter (where changed),
+       min(captured_at),
+       (array_agg(is_final order by captured_at desc))[1]
+from flagged
+group by media_id, key_id
+-- a concurrent writer created it first: ours is then an ordinary (locked, read) series below
 on conflict (media_id, key_id) do nothing;
 -- lock the batch's series in series order (concurrent writers of one series wait, never
 -- deadlock); the next statements then read the state the previous writer committed
@@ -184,10 +205,14 @@ where (c.media_id, c.key_id) in (
 order by c.series_id
 for update of c;
 insert into stage_media_value (
-    series_id, media_id, key_id, captured_at, value, is_final, cur_value, cur_at
+    series_id, media_id, key_id, captured_at, value, is_final, cur_value, cur_at, fresh
 )
 select distinct on (c.series_id, s.captured_at)
-    c.series_id, c.media_id, c.key_id, s.captured_at, s.value, s.is_final, c.value, c.captured_at
+    c.series_id, c.media_id, c.key_id, s.captured_at, s.value, s.is_final,
+    -- created by this transaction (above): compared with nothing stored, and already final
+    case when c.xmin <> pg_current_xact_id()::xid then c.value end,
+    case when c.xmin <> pg_current_xact_id()::xid then c.captured_at else '-infinity' end,
+    c.xmin = pg_current_xact_id()::xid
 from stage_media_metric s
 join metric_key k
     on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
@@ -225,7 +250,7 @@ late as (
     where w.captured_at <= w.cur_at
 ),
 decided as (
-    select w.series_id, w.captured_at, w.value, w.is_final, w.cur_at, l.next_at,
+    select w.series_id, w.captured_at, w.value, w.is_final, w.cur_at, w.fresh, l.next_at,
            l.stored_value,
            case
                when w.captured_at > w.cur_at then
@@ -274,6 +299,7 @@ from (
                case when d.restore then d.next_at end
            )) as written_at
     from decided d
+    where not d.fresh
     group by d.series_id
 ) u
 where c.series_id = u.series_id

@@ -214,7 +214,9 @@ comment on function collector_maintain(text, timestamptz, integer, interval) is
 create table media_metric_current (
     series_id         integer generated always as identity primary key,
     media_id          bigint not null references media (media_id_num),
-    key_id            integer not null references metric_key,
+    -- no foreign key: the dictionary is written by the same statements, and a trigger per
+    -- new series costs more than it guards
+    key_id            integer not null,
     -- NULL only inside the writing transaction (a series being created)
     value             numeric,
     captured_at       timestamptz not null,
