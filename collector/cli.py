@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from collector import __version__, config, daemon, errors, log
+from collector import __version__, config, daemon, errors, log, wiring
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("config_warning", message=warning)
     try:
         if args.command == "migrate":
-            applied = asyncio.run(daemon.with_database(settings, daemon.migrate))
+            applied = asyncio.run(wiring.with_database(settings, wiring.migrate))
             logger.info("migrations_applied", applied=applied, count=len(applied))
             print(
                 f"applied {len(applied)} migration(s): {', '.join(applied)}"
@@ -96,12 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from collector import checks  # noqa: PLC0415
 
             return asyncio.run(
-                daemon.with_database(settings, lambda s: checks.run(s, out=sys.stdout))
+                wiring.with_database(settings, lambda s: checks.run(s, out=sys.stdout))
             )
         if args.command == "run":
             if args.once:
-                return asyncio.run(daemon.with_database(settings, daemon.run_once))
-            return asyncio.run(daemon.with_database(settings, daemon.run_forever))
+                return asyncio.run(wiring.with_database(settings, daemon.run_once))
+            return asyncio.run(wiring.with_database(settings, daemon.run_forever))
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -378,6 +379,8 @@ class GraphSettings(Section):
     """``[graph]``: the Graph API endpoint, the app credentials and the HTTP client."""
 
     base_url: str = "https://graph.facebook.com"
+    #: the host of the Instagram API with Instagram Login (accounts with login = "instagram")
+    instagram_base_url: str = "https://graph.instagram.com"
     api_version: str = "v25.0"
     app_id: AppId | None = None
     app_secret: pydantic.SecretStr | None = None
@@ -390,10 +393,14 @@ class GraphSettings(Section):
     retry_base: Duration = timedelta(seconds=1)
     retry_max: Duration = timedelta(seconds=60)
     page_size: int = pydantic.Field(default=50, ge=1, le=100)
+    max_body_bytes: pydantic.ByteSize = pydantic.Field(
+        default=pydantic.ByteSize(8 * 1024 * 1024), ge=64 * 1024, le=256 * 1024 * 1024
+    )
+    max_pages: int = pydantic.Field(default=1000, ge=1, le=100_000)
 
     _app_secret_source: str = pydantic.PrivateAttr("not set")
 
-    @pydantic.field_validator("base_url")
+    @pydantic.field_validator("base_url", "instagram_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
         parts = urllib.parse.urlsplit(value.strip())
@@ -405,7 +412,8 @@ class GraphSettings(Section):
             or parts.fragment
         ):
             raise _value_error(
-                "must be an http(s) URL without a path, e.g. 'https://graph.facebook.com'"
+                "must be an http(s) URL without a path, e.g. 'https://graph.facebook.com' "
+                "(or 'https://graph.instagram.com' for instagram_base_url)"
             )
         return f"{parts.scheme}://{parts.netloc}"
 
@@ -607,6 +615,85 @@ class ShutdownSettings(Section):
     drain_timeout: Duration = timedelta(seconds=20)
 
 
+class ClusterSettings(Section):
+    """``[cluster]``: several processes share the accounts through leases in PostgreSQL."""
+
+    enabled: bool = False
+    lease_ttl: Duration = timedelta(seconds=30)
+    heartbeat: Duration = timedelta(seconds=10)
+    #: this process's name among the members (default: host name and process id)
+    name: AccountName | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.lease_ttl < timedelta(seconds=2):
+            raise _problem(
+                f"must be at least 2s, e.g. '30s', got {format_duration(self.lease_ttl)}",
+                ("lease_ttl",),
+            )
+        if self.heartbeat * 2 > self.lease_ttl:
+            raise _problem(
+                "must be at most half of lease_ttl "
+                f"({format_duration(self.lease_ttl)}) so that a lease is renewed twice before "
+                f"it can expire, got {format_duration(self.heartbeat)}",
+                ("heartbeat",),
+            )
+        return self
+
+    def member_name(self) -> str:
+        """The name this process goes by in the lease table."""
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class TokensSettings(Section):
+    """``[tokens]``: renewal of Instagram Login tokens (Facebook Login tokens are only watched)."""
+
+    refresh_before: Duration = timedelta(days=10)
+    park_before: Duration = timedelta(days=1)
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.park_before >= self.refresh_before:
+            raise _problem(
+                f"must be shorter than refresh_before ({format_duration(self.refresh_before)}): "
+                "the collector tries to renew a token before it gives up on it, "
+                f"got {format_duration(self.park_before)}",
+                ("park_before",),
+            )
+        if self.refresh_before >= INSTAGRAM_TOKEN_LIFETIME:
+            raise _problem(
+                "must be shorter than an Instagram Login token's 60-day lifetime, e.g. '10d', "
+                f"got {format_duration(self.refresh_before)}",
+                ("refresh_before",),
+            )
+        return self
+
+
+#: how long a refreshed Instagram Login token lives (refresh_access_token reference)
+INSTAGRAM_TOKEN_LIFETIME = timedelta(days=60)
+
+Login = Annotated[Literal["facebook", "instagram"], pydantic.BeforeValidator(_lower)]
+
+#: metrics only the Instagram API with Facebook Login serves (docs/graph-api-notes.md §2)
+FACEBOOK_LOGIN_ONLY_METRICS = frozenset(
+    {"total_likes", "total_comments", "total_views", "link_clicks"}
+)
+
+_FILTER = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,64}")
+
+
+def _filter_entry(value: object) -> object:
+    if not isinstance(value, str) or not _FILTER.fullmatch(value.strip()):
+        raise _value_error(
+            "each entry must be an Instagram username, a shell glob over usernames "
+            "(e.g. 'acme*') or a numeric ig_user_id, 1-64 characters"
+        )
+    return value.strip()
+
+
+FilterEntry = Annotated[str, pydantic.BeforeValidator(_filter_entry)]
+
+
 _UNRESOLVED = pydantic.SecretStr("")
 
 
@@ -616,6 +703,7 @@ class Account(Section):
     name: AccountName
     ig_user_id: IgUserId
     enabled: bool = True
+    login: Login = "facebook"
     token: pydantic.SecretStr = _UNRESOLVED
     token_file: Path | None = None
     token_env: EnvName | None = None
@@ -629,6 +717,16 @@ class Account(Section):
 
     @pydantic.model_validator(mode="after")
     def _resolve_token(self) -> Self:
+        if self.login == "instagram":
+            for kind, names in self.metrics.items():
+                wrong = sorted(set(names) & FACEBOOK_LOGIN_ONLY_METRICS)
+                if wrong:
+                    raise _problem(
+                        f"{', '.join(wrong)}: only the Instagram API with Facebook Login serves "
+                        f"{'it' if len(wrong) == 1 else 'them'}: remove "
+                        f'{"it" if len(wrong) == 1 else "them"} or set login = "facebook"',
+                        ("metrics", str(kind)),
+                    )
         resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
         _replace(self, "token", resolved.value)
         self._token_source = resolved.source
@@ -653,8 +751,50 @@ class Account(Section):
     def row(self) -> models.AccountRow:
         """The account as the store records it."""
         return models.AccountRow(
-            ig_user_id=models.IgUserId(self.ig_user_id), name=self.name, enabled=self.enabled
+            ig_user_id=models.IgUserId(self.ig_user_id),
+            name=self.name,
+            enabled=self.enabled,
+            login=self.login,
         )
+
+
+class Source(Section):
+    """``[[sources]]``: one token that lists accounts (``/me/accounts``, or ``/me``)."""
+
+    name: AccountName
+    login: Login = "facebook"
+    token: pydantic.SecretStr = _UNRESOLVED
+    token_file: Path | None = None
+    token_env: EnvName | None = None
+    token_credential: CredentialName | None = None
+    allow: tuple[FilterEntry, ...] = ()
+    deny: tuple[FilterEntry, ...] = ()
+    every: Duration = timedelta(days=1)
+
+    _token_source: str = pydantic.PrivateAttr("")
+    _token_path: Path | None = pydantic.PrivateAttr(None)
+
+    @pydantic.model_validator(mode="after")
+    def _resolve_token(self) -> Self:
+        resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
+        _replace(self, "token", resolved.value)
+        self._token_source = resolved.source
+        self._token_path = resolved.path
+        return self
+
+    @property
+    def token_source(self) -> str:
+        """Where the token came from (never the token)."""
+        return self._token_source
+
+    @property
+    def token_path(self) -> Path | None:
+        """The file the token was read from, to notice an operator's edit."""
+        return self._token_path
+
+    @property
+    def token_is_literal(self) -> bool:
+        return self._token_path is None and self.token_env is None
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -678,7 +818,10 @@ class Settings(pydantic_settings.BaseSettings):
     log: LogSettings = pydantic.Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = pydantic.Field(default_factory=ShutdownSettings)
     retention: RetentionSettings = pydantic.Field(default_factory=RetentionSettings)
+    cluster: ClusterSettings = pydantic.Field(default_factory=ClusterSettings)
+    tokens: TokensSettings = pydantic.Field(default_factory=TokensSettings)
     accounts: tuple[Account, ...] = ()
+    sources: tuple[Source, ...] = ()
 
     _source_path: Path | None = pydantic.PrivateAttr(None)
     _warnings: tuple[str, ...] = pydantic.PrivateAttr(())
@@ -716,6 +859,18 @@ class Settings(pydantic_settings.BaseSettings):
                     )
                 else:
                     first[value] = index
+        seen: dict[str, int] = {}
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                problems.append(
+                    (
+                        ("sources", index, "name"),
+                        f"{source.name!r} is also the name of sources[{seen[source.name]}]: "
+                        "each source needs its own name",
+                    )
+                )
+            else:
+                seen[source.name] = index
         if problems:
             raise pydantic_core.PydanticCustomError(
                 "config_many", "duplicate accounts", {"problems": problems}
@@ -750,6 +905,7 @@ class Settings(pydantic_settings.BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the log redaction processor."""
         values = [a.token.get_secret_value() for a in self.accounts]
+        values += [s.token.get_secret_value() for s in self.sources]
         for secret in (self.graph.app_secret, self.web.webhook_verify_token):
             if secret is not None:
                 values.append(secret.get_secret_value())
@@ -857,6 +1013,12 @@ def _warnings(settings: Settings, env_paths: Mapping[tuple[str | int, ...], str]
         if account.token_is_literal and ("accounts",) not in env_paths:
             found.append(
                 f"accounts[{index}] ({account.name}): the token is written in the config file; "
+                "prefer token_file, token_env or token_credential"
+            )
+    for index, source in enumerate(settings.sources):
+        if source.token_is_literal and ("sources",) not in env_paths:
+            found.append(
+                f"sources[{index}] ({source.name}): the token is written in the config file; "
                 "prefer token_file, token_env or token_credential"
             )
     if settings.graph.app_secret_source.startswith("the configuration") and not any(
@@ -1052,6 +1214,9 @@ def describe(settings: Settings) -> dict[str, Any]:
     for entry, account in zip(data["accounts"], settings.accounts, strict=True):
         entry["token"] = _MASK
         entry["token_source"] = account.token_source
+    for entry, source in zip(data["sources"], settings.sources, strict=True):
+        entry["token"] = _MASK
+        entry["token_source"] = source.token_source
     data["source_path"] = None if settings.source_path is None else str(settings.source_path)
     data["warnings"] = list(settings.warnings)
     return data

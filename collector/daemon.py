@@ -1,4 +1,14 @@
-"""Lifecycle: open the database and the Graph session from the settings, run, close."""
+"""Lifecycle: open the database and the Graph session from the settings, run the engine, close.
+
+The daemon and ``run --once`` are the same process shape: one store, one writer and spool, one
+Graph client, one :class:`runner.Runner`. The daemon runs it until stopped (signals, reload,
+web server, sd_notify); a pass runs it with every job due now until nothing is due, then
+prints the per-account summary read from the runner and exits with its code.
+
+When PostgreSQL does not answer at start, both start anyway: rows go to the spool, accounts
+start on story work, and the schema check, the replay and the rest of each account's schedule
+follow once the database answers (the daemon keeps trying; a pass ends with ``EXIT_SPOOLED``).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +16,27 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO
 
 import structlog
 
 from collector import clock as clock_mod
 from collector import (
-    collection,
+    cluster,
     errors,
     graph,
     jobs,
     metrics_catalog,
     models,
     ratelimit,
+    roster,
     runner,
-    schema,
-    spool,
     systemd,
     web,
+    wiring,
 )
 from collector import config as config_mod
+from collector import plan as plan_mod
 from collector import store as store_mod
 from collector import telemetry as telemetry_mod
 from collector import writer as writer_mod
@@ -34,257 +44,13 @@ from collector import writer as writer_mod
 if TYPE_CHECKING:
     from collector import config
 
-T = TypeVar("T")
-
-
-def build_client(
-    settings: config.Settings,
-    clock: clock_mod.Clock,
-    *,
-    on_call: graph.CallHook | None = None,
-) -> graph.GraphClient:
-    g = settings.graph
-    lim = settings.limits
-    limiter = ratelimit.Limiter(
-        high_water=lim.usage_high_water,
-        pause_at=lim.usage_pause,
-        floor=lim.throttle_floor,
-        app_backoff_max=lim.app_backoff_max,
-    )
-    return graph.GraphClient(
-        base_url=g.base_url,
-        api_version=g.api_version,
-        app_secret=g.app_secret.get_secret_value() if g.app_secret else None,
-        timeout=g.timeout.total_seconds(),
-        connect_timeout=g.connect_timeout.total_seconds(),
-        max_retries=g.max_retries,
-        retry_base=g.retry_base.total_seconds(),
-        retry_max=g.retry_max.total_seconds(),
-        clock=clock,
-        limiter=limiter,
-        max_in_flight=lim.max_in_flight,
-        on_call=on_call,
-    )
-
-
-async def with_database(
-    settings: config.Settings, command: Callable[[config.Settings], Awaitable[T]]
-) -> T:
-    """Run ``command`` with a database: the configured one, or the embedded PostgreSQL in the
-    state directory when ``[database]`` names none (its schema is ours: migrated here)."""
-    if settings.database.resolved_dsn() is not None:
-        return await command(settings)
-    from collector import embedded  # noqa: PLC0415  (only without a configured database)
-
-    log = structlog.get_logger()
-    async with embedded.running(settings.state.directory) as dsn:
-        log.info("embedded_postgres_started", state_dir=str(settings.state.directory))
-        local = settings.with_embedded_dsn(dsn)
-        applied = await migrate(local)
-        if applied:
-            log.info("migrations_applied", applied=applied, count=len(applied))
-        return await command(local)
-
-
-def require_dsn(settings: config.Settings) -> str:
-    dsn = settings.database.resolved_dsn()
-    if not dsn:
-        raise errors.ConfigError(
-            "database.dsn: no database configured; set [database] dsn (or dsn_file, "
-            "dsn_credential, or COLLECTOR_DATABASE__DSN) to a PostgreSQL URL such as "
-            "postgresql://collector@localhost/collector"
-        )
-    return dsn
-
-
-async def open_store(settings: config.Settings) -> store_mod.Store:
-    db = settings.database
-    return await store_mod.Store.open(
-        require_dsn(settings),
-        min_size=db.pool_min_size,
-        max_size=db.pool_max_size,
-        connect_timeout=db.connect_timeout.total_seconds(),
-        command_timeout=db.command_timeout.total_seconds(),
-    )
-
-
-def targets_of(
-    settings: config.Settings,
-) -> list[tuple[jobs.Target, dict[str, Sequence[str]] | None]]:
-    return [
-        (
-            jobs.Target(
-                ig_user_id=models.IgUserId(a.ig_user_id),
-                name=a.name,
-                token=a.token.get_secret_value(),
-            ),
-            {str(k): list(v) for k, v in a.metrics.items()} if a.metrics else None,
-        )
-        for a in settings.enabled_accounts()
-    ]
-
-
-async def run_once(
-    settings: config.Settings,
-    *,
-    clock: clock_mod.Clock | None = None,
-    out: TextIO | None = None,
-) -> int:
-    """One full pass over every enabled account; 0 when every account succeeded."""
-    clock = clock or clock_mod.SystemClock()
-    log = structlog.get_logger()
-    targets = targets_of(settings)
-    if not targets:
-        raise errors.ConfigError(
-            f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
-            "table (see config/collector.example.toml)"
-        )
-    st = await open_store(settings)
-    try:
-        await st.check_schema()
-        now = clock.now()
-        await st.sync_accounts(
-            [
-                models.AccountRow(models.IgUserId(a.ig_user_id), a.name, a.enabled)
-                for a in settings.accounts
-            ],
-            now,
-        )
-        for a in settings.accounts:
-            if not a.enabled:
-                await st.set_account_status(
-                    models.IgUserId(a.ig_user_id),
-                    models.AccountStatus.DISABLED,
-                    "enabled = false",
-                    now,
-                )
-        catalog = metrics_catalog.Catalog(
-            settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-        )
-        sched = settings.schedule
-        plan = collection.Plan(
-            backfill_days=sched.account_insights_backfill_days,
-            repoll_days=sched.account_insights_repoll_days,
-            media_max_age=sched.media_insights_max_age,
-            per_account_in_flight=settings.limits.per_account_in_flight,
-            accounts_at_once=max(16, 2 * settings.limits.max_in_flight),
-        )
-        async with build_client(settings, clock) as client:
-            coll = collection.Collection(
-                client=client,
-                store=st,
-                catalog=catalog,
-                clock=clock,
-                plan=plan,
-                context_defaults=context_defaults(settings),
-                log=log,
-            )
-            log.info("pass_started", accounts=len(targets))
-            results = await coll.run_once(targets)
-            log.info(
-                "pass_done",
-                accounts=len(results),
-                failed=sum(not r.ok for r in results),
-                api_calls=sum(client.calls.values()),
-                round_trips=client.round_trips,
-                peak_in_flight=client.peak_in_flight,
-                retries=client.retries,
-            )
-    finally:
-        await st.close()
-    print(collection.summary_table(results), file=out or sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
-
-
-async def migrate(settings: config.Settings) -> list[str]:
-    """Apply pending migrations; returns their names."""
-    import asyncpg  # noqa: PLC0415  (only this command needs a raw connection)
-
-    dsn = require_dsn(settings)
-    try:
-        conn = await asyncpg.connect(dsn, timeout=settings.database.connect_timeout.total_seconds())
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise errors.DatabaseUnavailable(
-            f"cannot connect to {store_mod.describe_dsn(dsn)}: {type(exc).__name__}"
-        ) from None
-    try:
-        applied = await schema.migrate(conn)
-    finally:
-        await conn.close()
-    return [m.name for m in applied]
-
-
-def context_defaults(settings: config.Settings) -> dict[str, Any]:
-    """The job-context knobs the settings set (see ``jobs.Context``)."""
-    return {
-        "page_size": settings.graph.page_size,
-        "story_lifetime": settings.schedule.story_lifetime,
-        "story_final_lead": settings.schedule.story_final_lead,
-        "demographics_timeframe": settings.schedule.demographics_timeframe,
-    }
-
-
-def cadence_of(settings: config.Settings) -> runner.Cadence:
-    s = settings.schedule
-    return runner.Cadence(
-        profile=s.profile_every,
-        account_insights=s.account_insights_every,
-        demographics=s.demographics_every,
-        media_discovery=s.media_discovery_every,
-        story_discovery=s.story_discovery_every,
-        story_poll=s.story_poll_every,
-        story_final_lead=s.story_final_lead,
-        token_check=s.token_check_every,
-        token_expiry_warning=s.token_expiry_warning,
-        media_tiers=tuple((t.max_age, t.every) for t in s.media_tiers),
-        backfill_days=s.account_insights_backfill_days,
-        repoll_days=s.account_insights_repoll_days,
-    )
-
-
-def build_runner(
-    settings: config.Settings,
-    st: store_mod.Store,
-    client: graph.GraphClient,
-    catalog: metrics_catalog.Catalog,
-    clock: clock_mod.Clock,
-    *,
-    writer: writer_mod.Writer | None = None,
-    telemetry: telemetry_mod.Telemetry | None = None,
-) -> runner.Runner:
-    """The job runner as the settings describe it (accounts are added by ``set_accounts``)."""
-    return runner.Runner(
-        telemetry=telemetry,
-        write=writer.write if writer is not None else None,
-        backpressure=(lambda: writer.backpressure) if writer is not None else None,
-        client=client,
-        store=st,
-        catalog=catalog,
-        clock=clock,
-        cadence=cadence_of(settings),
-        max_in_flight=settings.limits.max_in_flight,
-        per_account=settings.limits.per_account_in_flight,
-        context_defaults=context_defaults(settings),
-        log=structlog.get_logger(),
-    )
-
-
-async def prepare(settings: config.Settings, st: store_mod.Store, clock: clock_mod.Clock) -> None:
-    await st.check_schema()
-    now = clock.now()
-    # history partitions ahead and retention; compaction is for the daily call (it can be slow)
-    await st.maintain(
-        now,
-        media_metric=settings.retention.media_metric,
-        account_metric=settings.retention.account_metric,
-        compact=False,
-    )
-    await st.sync_accounts([a.row() for a in settings.accounts], now)
-    for a in settings.accounts:
-        if not a.enabled:
-            await st.set_account_status(
-                models.IgUserId(a.ig_user_id), models.AccountStatus.DISABLED, "enabled = false", now
-            )
+#: exit codes of ``run --once``: every account ok / an account failed / rows are in the spool
+#: (the database was unreachable; the next run or the daemon replays them)
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SPOOLED = 3
+#: how often the daemon asks a database that did not answer at start
+DATABASE_RETRY = 5.0
 
 
 class Daemon:
@@ -303,14 +69,23 @@ class Daemon:
         #: a second SIGTERM/SIGINT: cancel at once, spool what is buffered, exit
         self.hurry = asyncio.Event()
         self.reload = asyncio.Event()
-        self.log = structlog.get_logger()
+        self.log: structlog.stdlib.BoundLogger = structlog.get_logger()
         self.store: store_mod.Store | None = None
         self.writer: writer_mod.Writer | None = None
         self.runner: runner.Runner | None = None
+        #: configured and discovered accounts with their current tokens (None until started)
+        self.roster: roster.Roster | None = None
         self.web: web.WebServer | None = None
         self.notifier = systemd.Notifier.from_environ(settings.systemd_env, log=self.log)
         self.telemetry = telemetry_mod.Telemetry()
         self.loop_lag = 0.0
+        #: the schema was checked and the accounts synced (False while the database is away)
+        self.database_ready = False
+        #: cluster mode: this process's leases
+        self.membership: cluster.Membership | None = None
+        self.limiter: ratelimit.Limiter | None = None
+        #: one heartbeat at a time (the loop's and a reload's)
+        self._beat_lock = asyncio.Lock()
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -328,27 +103,139 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
+    async def open(self) -> tuple[store_mod.Store, writer_mod.Writer]:
+        """The store and the writer; a database that does not answer is reported, not fatal."""
+        settings = self.settings
+        try:
+            st = await wiring.open_store(settings)
+        except errors.DatabaseUnavailable as exc:
+            self.log.error(
+                "database_unavailable_at_start",
+                message=str(exc)[:300],
+                action="collecting story work first and spooling; "
+                "the schema is checked once the database answers",
+            )
+            st = await wiring.open_store(settings, lazy=True)
+        self.store = st
+        wr = self.writer = wiring.build_writer(settings, st, telemetry=self.telemetry)
+        # a schema this version cannot use stops here, before anything is called or listed
+        # (the account sync waits for the roster: start_database)
+        with contextlib.suppress(errors.DatabaseUnavailable):
+            await st.check_schema()
+        return st, wr
+
+    async def start_database(self) -> None:
+        """Schema check and account sync (once the roster knows the accounts), spool replay."""
+        assert self.writer is not None
+        wr = self.writer
+        await self.ensure_database()
+        if wr.spool.size:
+            wr.spooled_batches = wr.spool.count()
+            self.log.info("spool_found", spool_bytes=wr.spool.size, batches=wr.spooled_batches)
+            if self.database_ready:
+                await wr.replay()
+
+    async def ensure_database(self) -> bool:
+        """Check the schema and sync the accounts once the database answers (SchemaError and
+        PendingMigrations are fatal: this version cannot write there)."""
+        if self.database_ready:
+            return True
+        assert self.store is not None
+        assert self.writer is not None
+        try:
+            await wiring.prepare(self.settings, self.store, self.clock, self.roster)
+        except errors.DatabaseUnavailable as exc:
+            self.writer.db_up = False
+            self.log.debug("database_still_unavailable", message=str(exc)[:200])
+            return False
+        self.database_ready = True
+        self.writer.db_up = True
+        return True
+
+    def build_runner(
+        self,
+        client: graph.GraphClient,
+        limiter: ratelimit.Limiter,
+        catalog: metrics_catalog.Catalog,
+        *,
+        once: bool,
+        logins: dict[str, jobs.Login] | None = None,
+    ) -> runner.Runner:
+        assert self.store is not None
+        assert self.writer is not None
+        run = self.runner = wiring.build_runner(
+            self.settings,
+            store=self.store,
+            client=client,
+            limiter=limiter,
+            writer=self.writer,
+            catalog=catalog,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            once=once,
+            logins=logins,
+        )
+        return run
+
+    async def start_roster(self, logins: dict[str, jobs.Login]) -> roster.Update:
+        """List every source and renew the due tokens: the accounts to start with."""
+        names = self.roster = roster.Roster(self.settings, logins, logger=self.log)
+        return await names.update(self.clock.now(), force=True)
+
+    async def park(self, update: roster.Update) -> None:
+        """Park the accounts whose token could not be renewed before its expiry."""
+        for uid, reason in update.park.items():
+            if self.runner is not None:
+                await self.runner.park(uid, roster.park_error(reason))
+
+    async def _accounts(self) -> None:
+        """Lists the sources and renews the tokens when due; applies what changed."""
+        while True:
+            assert self.roster is not None
+            assert self.runner is not None
+            due = self.roster.next_due()
+            now = self.clock.now()
+            wait = 3600.0 if due is None else max(0.0, min(3600.0, (due - now).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait + 0.001)
+            if self.stop.is_set():
+                return
+            update = await self.roster.update(self.clock.now())
+            if update.changed:
+                if self.database_ready and self.store is not None:
+                    try:
+                        await wiring.prepare(self.settings, self.store, self.clock, self.roster)
+                    except errors.StoreError as exc:
+                        # the rows follow at the next change or reload; collection goes on
+                        self.log.warning("accounts_sync_deferred", message=str(exc)[:200])
+                if self.membership is not None:
+                    await self._cluster_beat(self.runner)
+                else:
+                    await self.runner.set_accounts(self.roster.targets())
+            await self.park(update)
+
     async def _run(self) -> int:
         settings = self.settings
-        st = self.store = await open_store(settings)
+        st, wr = await self.open()
         try:
-            await prepare(settings, st, self.clock)
-            sp = spool.Spool(settings.state.directory, max_bytes=settings.state.spool_max_bytes)
-            wr = self.writer = writer_mod.Writer(st, sp, telemetry=self.telemetry, log=self.log)
-            if sp.size:
-                wr.spooled_batches = sp.count()
-                self.log.info("spool_found", spool_bytes=sp.size, batches=wr.spooled_batches)
-                await wr.replay()
-            catalog = metrics_catalog.Catalog(
-                settings.graph.api_version, await st.metric_verdicts(settings.graph.api_version)
-            )
-            async with build_client(
-                settings, self.clock, on_call=self.telemetry.api_call
-            ) as client:
-                run = self.runner = build_runner(
-                    settings, st, client, catalog, self.clock, writer=wr, telemetry=self.telemetry
+            limiter = wiring.build_limiter(settings)
+            async with wiring.opened_logins(
+                settings, st, self.clock, limiter, on_call=self.telemetry.api_call
+            ) as logins:
+                update = await self.start_roster(logins)
+                await self.start_database()
+                facebook = logins["facebook"]
+                run = self.build_runner(
+                    facebook.client, limiter, facebook.catalog, once=False, logins=logins
                 )
-                await run.set_accounts(targets_of(settings))
+                self.limiter = limiter
+                assert self.roster is not None
+                if settings.cluster.enabled:
+                    self._join_cluster(st, [login.client for login in logins.values()], run)
+                    await self._cluster_beat(run)
+                else:
+                    await run.set_accounts(self.roster.targets())
+                await self.park(update)
                 if settings.web.enabled:
                     self.web = web.WebServer(
                         settings,
@@ -363,7 +250,10 @@ class Daemon:
                     accounts=len(run.accounts),
                     jobs=len(run.scheduler),
                     web=self.web.url if self.web else None,
+                    database_ready=self.database_ready,
                 )
+                # READY once collecting: with the database away it collects and spools (the
+                # STATUS line says so) rather than fail a start that systemd would repeat
                 self.notifier.ready(self._status_line())
                 await self._supervise(run, wr)
         finally:
@@ -381,7 +271,9 @@ class Daemon:
     def health(self) -> web.Health:
         wr, run = self.writer, self.runner
         return web.Health.assess(
-            database_up=wr.db_up if wr else False,
+            database_up=(wr.db_up and self.database_ready) if wr else False,
+            spool_refusing=wr.degraded if wr else False,
+            rows_in_memory=wr.pending_rows if wr else 0,
             loop_lag_s=self.loop_lag,
             accounts=self._accounts_by_status(),
             spool_bytes=wr.spool.size if wr else 0,
@@ -406,8 +298,14 @@ class Daemon:
             f"{run.stats.jobs_done} jobs done, {run.in_flight} in flight, "
             f"{run.stats.stories_finalised} stories finalised, "
             f"{run.stats.stories_missed} missed, "
-            f"{'database up' if wr.db_up else 'DATABASE DOWN'}, "
+            f"{'database up' if wr.db_up and self.database_ready else 'DATABASE DOWN'}, "
             f"spool {wr.spooled_batches} batches"
+            + (
+                f", holds {len(self.membership.held)} leases ({self.membership.members} members)"
+                if self.membership is not None
+                else ""
+            )
+            + (f", SPOOL REFUSES ROWS ({wr.pending_rows} in memory)" if wr.degraded else "")
         )
 
     def _refresh_gauges(self) -> None:
@@ -421,12 +319,16 @@ class Daemon:
             jobs_overdue=run.scheduler.overdue_count(now),
             spool_bytes=wr.spool.size,
             spool_batches=wr.spooled_batches,
-            database_up=wr.db_up,
+            database_up=wr.db_up and self.database_ready,
             loop_lag_s=self.loop_lag,
+            rows_held=wr.pending_rows,
+            degraded=wr.degraded,
         )
+        if self.membership is not None:
+            t.set_cluster(len(self.membership.held), self.membership.members)
         t.set_accounts(self._accounts_by_status())
         for uid, state in run.accounts.items():
-            usage = run.client.limiter.accounts.get(uid)
+            usage = run.limiter.accounts.get(uid)
             t.set_usage(state.target.name, usage.percent if usage else None)
 
     async def _heartbeat(self) -> None:
@@ -457,24 +359,38 @@ class Daemon:
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(wr.run(writer_stop), name="writer"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._accounts(), name="accounts"),
         }
+        if not self.database_ready:
+            tasks.add(asyncio.create_task(self._await_database(run), name="database"))
+        if self.membership is not None:
+            tasks.add(asyncio.create_task(self._cluster_loop(run), name="cluster"))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not self.stop.is_set():
+            watching = set(tasks)
+            while watching:
+                done, watching = await asyncio.wait(watching, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if self.stop.is_set():
+                        continue
                     task.result()  # a side task crashed: stop the daemon loudly
+                    if task.get_name() == "database":
+                        continue  # its work is done: the database answered
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
+                if self.stop.is_set():
+                    break
         finally:
             self.stop.set()
             self.notifier.stopping()
             self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
-                if task.get_name() == "reloader":
+                if task.get_name() in ("reloader", "database", "accounts"):
                     task.cancel()
             runner_task = next(t for t in tasks if t.get_name() == "runner")
             if not runner_task.done():
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
+            if self.membership is not None:
+                await self._leave_cluster()
             writer_stop.set()
             for task in tasks:
                 if task.get_name() == "heartbeat":
@@ -497,6 +413,18 @@ class Daemon:
                 spool_bytes=wr.spool.size,
             )
 
+    async def _leave_cluster(self) -> None:
+        """A clean stop gives every lease back at once (the others take over within a
+        heartbeat, not a TTL)."""
+        assert self.membership is not None
+        held = len(self.membership.held)
+        try:
+            await self.membership.leave()
+        except errors.StoreError as exc:
+            self.log.warning("cluster_leave_failed", message=str(exc)[:300])
+            return
+        self.log.info("cluster_left", member=self.membership.name, released=held)
+
     async def _drain(self, run: runner.Runner) -> int:
         """In-flight jobs get the drain deadline, unless a second signal says hurry."""
         deadline = self.settings.shutdown.drain_timeout.total_seconds()
@@ -513,6 +441,103 @@ class Daemon:
             return await run.drain(0.0)
         hurry.cancel()
         return drain.result()
+
+    def _join_cluster(
+        self, st: store_mod.Store, clients: list[graph.GraphClient], run: runner.Runner
+    ) -> None:
+        c = self.settings.cluster
+        member = self.membership = cluster.Membership(
+            st, name=c.member_name(), ttl=c.lease_ttl, heartbeat=c.heartbeat, log=self.log
+        )
+        st.fence_holder = member.name
+        for client in clients:
+            client.permit = member.permit
+        run.gate = member.holds
+        run.epoch_of = member.epoch
+        self.log.info(
+            "cluster_joined",
+            member=member.name,
+            lease_ttl=c.lease_ttl.total_seconds(),
+            heartbeat=c.heartbeat.total_seconds(),
+        )
+
+    def _targets(self) -> wiring.Targets:
+        """Every account to collect: configured and discovered."""
+        if self.roster is not None:
+            return self.roster.targets()
+        return wiring.targets_of(self.settings)
+
+    def _held_targets(self) -> wiring.Targets:
+        assert self.membership is not None
+        held = self.membership.accounts()
+        return [t for t in self._targets() if t[0].ig_user_id in held]
+
+    async def _cluster_beat(self, run: runner.Runner) -> None:
+        """One heartbeat: renew, balance and claim leases, and apply what changed."""
+        async with self._beat_lock:
+            await self._cluster_beat_locked(run)
+
+    async def _cluster_beat_locked(self, run: runner.Runner) -> None:
+        member = self.membership
+        assert member is not None
+        wanted = [t.ig_user_id for t, _ in self._targets()]
+        try:
+            change = await member.beat(wanted)
+        except errors.StoreError as exc:
+            self.log.warning("cluster_heartbeat_failed", message=str(exc)[:300])
+            if not member.valid():
+                await run.stop_accounts(sorted(member.lapse()))
+            return
+        if change.lost:
+            self.log.warning("leases_lost", accounts=len(change.lost))
+            await run.stop_accounts(sorted(change.lost))
+        if change.surplus:
+            # stopped here first (their running jobs end and hand over their rows), then given
+            # back: never two processes at once
+            await run.stop_accounts(sorted(change.surplus))
+            await member.release(sorted(change.surplus))
+        if change.gained or change.lost or set(run.accounts) != member.accounts():
+            await run.set_accounts(self._held_targets())
+        await self._share_app_pause(member)
+
+    async def _share_app_pause(self, member: cluster.Membership) -> None:
+        """An app-level pause seen here pauses every member; one seen elsewhere pauses us."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        shared = await member.store.app_throttle()
+        now = self.clock.now()
+        mine = limiter.app_paused_until
+        if shared is not None and limiter.share_app_pause(shared[0], shared[1]):
+            self.log.warning(
+                "app_throttle_shared", paused_until=shared[0].isoformat(), reason=shared[1]
+            )
+        elif mine is not None and mine > now and (shared is None or mine > shared[0]):
+            await member.store.set_app_throttle(mine, limiter.app_reason or "", member.name)
+
+    async def _cluster_loop(self, run: runner.Runner) -> None:
+        assert self.membership is not None
+        every = self.settings.cluster.heartbeat.total_seconds()
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
+            if self.stop.is_set():
+                return
+            await self._cluster_beat(run)
+
+    async def _await_database(self, run: runner.Runner) -> None:
+        """Until the database answers: then check the schema, replay the spool and complete
+        the schedules of the accounts that started on story work."""
+        while not await self.ensure_database():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), DATABASE_RETRY)
+            if self.stop.is_set():
+                return
+        assert self.writer is not None
+        self.log.info("database_available", action="replaying the spool, completing schedules")
+        await self.writer.replay()
+        await run.seed_pending()
+        self.notifier.status(self._status_line())
 
     async def _reloader(self) -> None:
         while True:
@@ -537,18 +562,30 @@ class Daemon:
         from collector import log as log_mod  # noqa: PLC0415
 
         log_mod.set_secrets(fresh.secrets())
-        try:
-            await prepare(fresh, self.store, self.clock)
-        except errors.StoreError as exc:
-            self.log.error("config_reload_failed", problem=str(exc))
-            return
+        names = self.roster
+        update = roster.Update(changed=False, park={})
+        if names is not None:
+            names.reconfigure(fresh)
+            # sources are listed again on reload (a new one, a changed allow list)
+            update = await names.update(self.clock.now(), force=True)
+        if self.database_ready:
+            try:
+                await wiring.prepare(fresh, self.store, self.clock, names)
+            except errors.StoreError as exc:
+                self.log.error("config_reload_failed", problem=str(exc))
+                return
         run = self.runner
-        run.cadence = cadence_of(fresh)
-        run.max_in_flight = fresh.limits.max_in_flight
-        await run.set_accounts(targets_of(fresh))
+        run.apply_plan(plan_mod.Plan.from_settings(fresh))
+        self.settings = fresh
+        if self.membership is not None:
+            await self._cluster_beat(run)  # the accounts to share changed: balance now
+        else:
+            await run.set_accounts(
+                names.targets() if names is not None else wiring.targets_of(fresh)
+            )
+        await self.park(update)
         if self.web is not None:
             self.web.reconfigure(fresh)
-        self.settings = fresh
         self.log.info("config_reloaded", accounts=len(run.accounts))
 
 
@@ -560,3 +597,79 @@ async def run_forever(
 ) -> int:
     """The daemon: collect until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
     return await Daemon(settings, clock=clock, stop=stop).run()
+
+
+async def run_once(
+    settings: config.Settings,
+    *,
+    clock: clock_mod.Clock | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """One pass over every enabled account: the engine with every job due now, run until
+    nothing is due, through the same writer, spool and failure policy as the daemon.
+
+    Returns ``EXIT_OK`` when every account succeeded, ``EXIT_FAILED`` when one did not, and
+    ``EXIT_SPOOLED`` when rows are left in the spool because the database was unreachable
+    (whatever the accounts did: their rows are safe but not in PostgreSQL yet).
+    """
+    if not settings.enabled_accounts() and not settings.sources:
+        raise errors.ConfigError(
+            f"{settings.source_path or 'config'}: no enabled accounts: add an [[accounts]] "
+            "or a [[sources]] table (see config/collector.example.toml)"
+        )
+    shell = Daemon(settings, clock=clock)
+    log = shell.log
+    st, wr = await shell.open()
+    writer_stop = asyncio.Event()
+    writer_task = asyncio.create_task(wr.run(writer_stop), name="writer")
+    try:
+        limiter = wiring.build_limiter(settings)
+        async with wiring.opened_logins(settings, st, shell.clock, limiter) as logins:
+            update = await shell.start_roster(logins)
+            await shell.start_database()
+            client = logins["facebook"].client
+            run = shell.build_runner(
+                client, limiter, logins["facebook"].catalog, once=True, logins=logins
+            )
+            assert shell.roster is not None
+            targets = shell.roster.targets()
+            await run.set_accounts(targets)
+            await shell.park(update)
+            log.info("pass_started", accounts=len(targets), database_ready=shell.database_ready)
+            await run.run_once()
+            writer_stop.set()
+            await writer_task
+            await wr.close()
+            verdicts = [s.tally.worst for s in run.accounts.values()]
+            log.info(
+                "pass_done",
+                accounts=len(verdicts),
+                failed=sum(v is not models.AccountStatus.OK for v in verdicts),
+                api_calls=sum(client.calls.values()),
+                round_trips=client.round_trips,
+                peak_in_flight=client.peak_in_flight,
+                retries=client.retries,
+                rows_written=wr.rows_written,
+                batches_spooled=wr.batches_spooled,
+                spooled_now=wr.spooled_batches,
+            )
+    finally:
+        writer_stop.set()
+        if not writer_task.done():
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer_task
+        await st.close()
+    print(runner.summary_table(run), file=out or sys.stderr)
+    failed_sources = shell.roster.discoverer.failed if shell.roster is not None else {}
+    for name, why in sorted(failed_sources.items()):
+        print(f"source {name}: listing failed: {why}", file=out or sys.stderr)
+    if wr.spooled:
+        print(
+            f"rows of this pass are in the spool ({wr.spool.path}): the database was "
+            "unreachable; the next run or the daemon writes them",
+            file=out or sys.stderr,
+        )
+        return EXIT_SPOOLED
+    ok = all(v is models.AccountStatus.OK for v in verdicts) and not failed_sources
+    return EXIT_OK if ok else EXIT_FAILED

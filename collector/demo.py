@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import asyncpg
 
 from collector import clock as clock_mod
-from collector import config, daemon, embedded, errors, log, schema
+from collector import config, daemon, embedded, errors, log, schema, wiring
 from collector import store as store_mod
 from collector.simulator import server, world
 
@@ -349,7 +349,7 @@ async def _run(directory: Path, kept: bool, duration: float, accounts: int, out:
         async with server.running(world_cfg, clock=clock_mod.SystemClock()) as sim:
             path = write_config(directory, sim, dsn, run_no)
             settings = config.load(path, environ={})
-            applied = await daemon.migrate(settings)
+            applied = await wiring.migrate(settings)
             if run_no > 1:
                 print(
                     f"Run {run_no} in this state directory: a new simulated world joins the "

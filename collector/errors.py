@@ -7,7 +7,13 @@ never on the HTTP status or on ``type``: Meta sends ``OAuthException`` for almos
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
+
+from collector import parse
+
+#: longest Graph error message kept (Meta's run to a few hundred characters)
+_MAX_MESSAGE = 2000
 
 
 class CollectorError(Exception):
@@ -25,8 +31,16 @@ class StoreError(CollectorError):
     """A database operation failed."""
 
 
+class SpoolError(StoreError):
+    """The spool could not take a batch (a full or failing disk); nothing of it was kept."""
+
+
 class DatabaseUnavailable(StoreError):
     """PostgreSQL cannot be reached."""
+
+
+class LeaseLost(CollectorError):
+    """This process no longer holds the account's lease (cluster mode): no call, no write."""
 
 
 class SchemaError(CollectorError):
@@ -52,6 +66,11 @@ class GraphError(CollectorError):
 
     #: retrying the same request later may succeed
     retryable = False
+    #: what the job that raised this had collected before (a ``models.Batch``), to be stored
+    batch: Any = None
+    #: account insights stopped by this: every day bucket ending by then was collected, so
+    #: the next job may resume there
+    complete_until: datetime | None = None
 
     def __init__(
         self,
@@ -124,8 +143,9 @@ class BudgetPause(AccountThrottled):
 class AccountError(GraphError):
     """The account cannot be collected until an operator acts (token, permission)."""
 
-    #: rows worth keeping that were collected before the error (e.g. the token check)
-    batch: Any = None
+
+class AccountUnreadable(AccountError):
+    """The token cannot read the configured account (100/33 on the account node)."""
 
 
 class TokenInvalid(AccountError):
@@ -150,6 +170,10 @@ class ObjectGone(ObjectError):
 
 class BeforeConversion(ObjectError):
     """The media was posted before the account became a business account (100/2108006)."""
+
+
+class ListingTruncated(GraphError):
+    """A listing stopped before its end: a cursor came back again, or too many pages."""
 
 
 class InvalidRequest(GraphError):
@@ -209,14 +233,17 @@ def classify(
     raw_sub = error.get("error_subcode")
     code = raw_code if isinstance(raw_code, int) else None
     subcode = raw_sub if isinstance(raw_sub, int) else None
-    message = str(error.get("message") or "")
+    # Meta's text ends up in logs and in the database: made storable (no NUL, no lone
+    # surrogate) and bounded here, where it enters
+    message = parse.storable(str(error.get("message") or "")[:_MAX_MESSAGE])
     user_title = error.get("error_user_title")
+    fbtrace_id = error.get("fbtrace_id")
     kw: dict[str, Any] = {
         "code": code,
         "subcode": subcode,
-        "fbtrace_id": error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None,
+        "fbtrace_id": parse.storable(fbtrace_id[:100]) if isinstance(fbtrace_id, str) else None,
         "http_status": http_status,
-        "user_title": user_title if isinstance(user_title, str) else None,
+        "user_title": parse.storable(user_title[:500]) if isinstance(user_title, str) else None,
         "retry_after": retry_after,
     }
     lowered = message.lower()
@@ -247,6 +274,29 @@ def classify(
     if code is not None and http_status < 500:
         return InvalidRequest(message, **kw)
     return TransientError(message or f"HTTP {http_status}", **kw)
+
+
+def on_account_node(exc: GraphError, path: str, account: str | None) -> GraphError:
+    """``exc`` as it concerns the account when ``path`` is the account node or one of its edges.
+
+    Meta answers 100/33 ("does not exist, cannot be loaded due to missing permissions") for a
+    media object that is gone, but on ``/{ig-user-id}`` it means this token cannot read that
+    account: a mistyped ``ig_user_id`` or another account's token. Retrying cannot fix that.
+    """
+    if not isinstance(exc, ObjectGone) or account is None:
+        return exc
+    if path.strip("/").split("/", 1)[0].split("?", 1)[0] != account:
+        return exc
+    return AccountUnreadable(
+        f"the token cannot read account {account}: mistyped ig_user_id or another account's "
+        f"token (Meta said: {exc.graph_message[:300]})",
+        code=exc.code,
+        subcode=exc.subcode,
+        fbtrace_id=exc.fbtrace_id,
+        http_status=exc.http_status,
+        user_title=exc.user_title,
+        retry_after=exc.retry_after,
+    )
 
 
 def _classify_100(message: str, requested: list[str], kw: dict[str, Any]) -> GraphError:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from collector import clock as clock_mod
-from collector import errors, ratelimit
+from collector import errors, parse, ratelimit
 
 ParamValue = str | int | float | Sequence[str]
 Sleep = Callable[[float], Awaitable[None]]
@@ -55,6 +55,14 @@ class BatchOp:
 BatchResult = Any | errors.GraphError
 
 MAX_BATCH = 50
+#: default cap on one response body (``[graph] max_body_bytes``); Meta's largest answers (a
+#: 50-operation batch of insights, a 100-item page with captions) stay far below it
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: default cap on the pages of one listing (``[graph] max_pages``): 100,000 media at 100 a page
+MAX_PAGES = 1000
+#: a paging cursor longer than this is not one of Meta's (they are a few dozen characters)
+_MAX_CURSOR = 4096
+_CHUNK = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ class GraphClient:
         rng: random.Random | None = None,
         on_call: CallHook | None = None,
         max_in_flight: int = 8,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
@@ -122,8 +132,12 @@ class GraphClient:
         self.max_retries = max_retries
         self.retry_base = retry_base
         self.retry_max = retry_max
+        self.max_body_bytes = max_body_bytes
+        self.max_pages = max_pages
         self.clock: clock_mod.Clock = clock or clock_mod.SystemClock()
         self.limiter = limiter or ratelimit.Limiter()
+        #: raises (``errors.LeaseLost``) before a call for an account this process must leave
+        self.permit: Callable[[str | None], None] | None = None
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311  (backoff jitter, not cryptography)
         self._on_call = on_call
@@ -172,17 +186,26 @@ class GraphClient:
         token: str,
         account: str | None,
         metrics: Sequence[str] | None = None,
+        versioned: bool = True,
     ) -> Response:
         """GET ``/{version}/{path}``; transient failures are retried, others raised typed.
 
-        ``metrics`` are the metric names in request order, to resolve "metric[N]" errors.
+        ``metrics`` are the metric names in request order, to resolve "metric[N]" errors;
+        ``versioned=False`` calls ``/{path}`` (Instagram Login's ``refresh_access_token``).
         """
         query = {k: _encode(v) for k, v in (params or {}).items()}
         if self._app_secret:
             query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
         headers = {"Authorization": f"Bearer {token}"}
         return await self._with_retries(
-            "GET", path, query, None, headers, account=account, metrics=metrics
+            "GET",
+            path,
+            query,
+            None,
+            headers,
+            account=account,
+            metrics=metrics,
+            versioned=versioned,
         )
 
     async def _with_retries(
@@ -196,13 +219,17 @@ class GraphClient:
         account: str | None,
         metrics: Sequence[str] | None,
         calls: int = 1,
+        expect: type = dict,
+        versioned: bool = True,
     ) -> Response:
         attempt = 0
         while True:
-            blocked = self.limiter.blocked_until(account, self.clock.now())
-            if blocked is not None:
+            if self.permit is not None:
+                self.permit(account)  # cluster mode: only for an account whose lease we hold
+            hold = self.limiter.admit(account, self.clock.now())
+            if hold is not None:
                 # Never call a throttled account or app: the caller decides what to do instead.
-                app_wide = self.limiter.app_paused_until == blocked
+                blocked, app_wide = hold
                 cls = errors.AppThrottled if app_wide else errors.AccountThrottled
                 raise cls(
                     f"paused by the rate limiter until {blocked.isoformat()}",
@@ -219,8 +246,12 @@ class GraphClient:
                         account=account,
                         metrics=metrics,
                         calls=calls,
+                        expect=expect,
+                        versioned=versioned,
                     )
             except errors.TransientError:
+                # no verdict on the app's block: the next call (this one again) probes instead
+                self.limiter.release_probe()
                 if attempt >= self.max_retries:
                     raise
                 attempt += 1
@@ -243,9 +274,12 @@ class GraphClient:
         account: str | None,
         metrics: Sequence[str] | None,
         calls: int = 1,
+        expect: type = dict,
+        versioned: bool = True,
     ) -> Response:
         session = self._open()
-        url = f"{self.base_url}/{self.api_version}/{path.lstrip('/')}"
+        prefix = f"{self.base_url}/{self.api_version}" if versioned else self.base_url
+        url = f"{prefix}/{path.lstrip('/')}"
         endpoint = endpoint_of(path)
         started = time.monotonic()
         self.in_flight += 1
@@ -253,13 +287,14 @@ class GraphClient:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         outcome = "ok"
         try:
+            raw: bytes | None = None
             try:
                 async with session.request(
                     method, url, params=query, data=form, headers=headers
                 ) as resp:
                     status = resp.status
-                    raw = await resp.read()
                     usage = ratelimit.parse_usage(resp.headers)
+                    raw = await self._read_capped(resp)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 outcome = "unreachable"
                 # ``from None``: aiohttp's exceptions can carry the URL with its query string.
@@ -268,40 +303,87 @@ class GraphClient:
                 ) from None
             self.limiter.observe(account, usage, self.clock.now(), calls=calls)
             try:
-                body = json.loads(raw)
-            except ValueError:
+                body = self._decode(method, endpoint, status, raw)
+            except errors.GraphError:
                 outcome = "malformed"
-                if status >= 500:
-                    raise errors.TransientError(
-                        f"{method} {endpoint}: HTTP {status} with a non-JSON body",
-                        http_status=status,
-                    ) from None
-                raise errors.MalformedResponse(
-                    f"{method} {endpoint}: HTTP {status} with a body that is not JSON "
-                    f"({len(raw)} bytes)",
-                    http_status=status,
-                ) from None
+                raise
             error = body.get("error") if isinstance(body, dict) else None
             if isinstance(error, dict):
-                failure = errors.classify(
-                    status,
-                    error,
-                    requested_metrics=list(metrics or []),
-                    retry_after=usage.regain_seconds or None,
+                failure = errors.on_account_node(
+                    errors.classify(
+                        status,
+                        error,
+                        requested_metrics=list(metrics or []),
+                        retry_after=usage.regain_seconds or None,
+                    ),
+                    path,
+                    account,
                 )
                 outcome = type(failure).__name__
                 self.limiter.observe_error(account, failure, self.clock.now())
+                if not isinstance(failure, errors.AppThrottled | errors.TransientError):
+                    self.limiter.observe_success(self.clock.now())  # Meta answered: not held
                 raise failure
             if status >= 400:
                 outcome = "http_error"
                 cls = errors.TransientError if status >= 500 else errors.InvalidRequest
                 raise cls(f"{method} {endpoint}: HTTP {status} without an error body")
+            if not isinstance(body, expect):
+                outcome = "malformed"
+                raise errors.MalformedResponse(
+                    f"{method} {endpoint}: HTTP {status} with a JSON {_json_type(body)} where "
+                    f"{_json_type(expect())} was expected",
+                    http_status=status,
+                )
+            if expect is not list:
+                # a batch's verdict is in its operations' answers (see ``batch``)
+                self.limiter.observe_success(self.clock.now())
             return Response(body=body, usage=usage, status=status)
         finally:
             self.in_flight -= 1
             self.calls[(endpoint, outcome)] += 1
             if self._on_call is not None:
                 self._on_call(endpoint, outcome, time.monotonic() - started)
+
+    def _decode(self, method: str, endpoint: str, status: int, raw: bytes | None) -> Any:
+        """The JSON of a body; any failure to decode it is a malformed answer (retried)."""
+        if raw is None:
+            raise errors.MalformedResponse(
+                f"{method} {endpoint}: HTTP {status} with a body over the "
+                f"{self.max_body_bytes}-byte cap ([graph] max_body_bytes)",
+                http_status=status,
+            )
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            # ValueError: not JSON, not UTF-8, an integer of over 4,300 digits;
+            # RecursionError: nested deeper than the decoder goes
+            if status >= 500:
+                raise errors.TransientError(
+                    f"{method} {endpoint}: HTTP {status} with a non-JSON body",
+                    http_status=status,
+                ) from None
+            raise errors.MalformedResponse(
+                f"{method} {endpoint}: HTTP {status} with a body that is not JSON "
+                f"({len(raw)} bytes, {_decode_failure(exc)})",
+                http_status=status,
+            ) from None
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        """The body, read chunk by chunk; None (the rest unread) once it passes the cap, so
+        a huge answer never sits whole in memory."""
+        limit = self.max_body_bytes
+        declared = resp.content_length
+        if declared is not None and declared > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def pages(
         self,
@@ -311,28 +393,66 @@ class GraphClient:
         token: str,
         account: str | None,
         max_pages: int | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield the ``data`` list of each page, following ``paging.cursors.after``."""
+        on_cut: Callable[[errors.ListingTruncated], None] | None = None,
+    ) -> AsyncIterator[list[Any]]:
+        """Yield the ``data`` list of each page, following ``paging.cursors.after``.
+
+        A listing ends at the last page, or is cut (after yielding what was read) when a
+        cursor comes back a second time or the pages pass ``max_pages`` (the client's
+        ``[graph] max_pages`` by default): a broken or hostile server cannot keep a job walking
+        forever. A cut raises ``ListingTruncated``, or hands it to ``on_cut`` and ends the
+        listing. Items are yielded as they came, for the parser to judge.
+        """
+        limit = self.max_pages if max_pages is None else max_pages
+        endpoint = endpoint_of(path)
         query: dict[str, ParamValue] = dict(params or {})
+        cursors_seen: set[str] = set()
         seen = 0
         while True:
             resp = await self.get(path, query, token=token, account=account)
             body = resp.body
-            data = body.get("data") if isinstance(body, dict) else None
+            data = body.get("data")
             if not isinstance(data, list):
-                raise errors.MalformedResponse(f"GET {endpoint_of(path)}: no data list")
-            yield [item for item in data if isinstance(item, dict)]
+                raise errors.MalformedResponse(f"GET {endpoint}: no data list")
+            yield data
             seen += 1
-            paging = body.get("paging") if isinstance(body, dict) else None
+            paging = body.get("paging")
             if not isinstance(paging, dict) or not paging.get("next"):
                 return
             cursors = paging.get("cursors")
             after = cursors.get("after") if isinstance(cursors, dict) else None
             if not isinstance(after, str) or not after:
                 return
-            if max_pages is not None and seen >= max_pages:
+            cut = self._cut(endpoint, after, seen, limit, cursors_seen)
+            if cut is not None:
+                if on_cut is None:
+                    raise cut
+                on_cut(cut)
                 return
+            cursors_seen.add(after)
             query["after"] = after
+
+    @staticmethod
+    def _cut(
+        endpoint: str, after: str, seen: int, limit: int, cursors_seen: set[str]
+    ) -> errors.ListingTruncated | None:
+        """Why a listing must stop before following ``after``, if it must."""
+        if len(after) > _MAX_CURSOR:
+            return errors.ListingTruncated(
+                f"GET {endpoint}: a paging cursor of {len(after)} characters after "
+                f"{seen} page(s); the listing stops there"
+            )
+        if after in cursors_seen:
+            return errors.ListingTruncated(
+                f"GET {endpoint}: the paging cursor repeated after {seen} page(s) "
+                "(a cycle); the listing stops there"
+            )
+        if seen >= limit:
+            return errors.ListingTruncated(
+                f"GET {endpoint}: more than {limit} pages ([graph] max_pages); the "
+                "listing stops there"
+            )
+        return None
 
     async def batch(
         self, ops: Sequence[BatchOp], *, token: str, account: str | None
@@ -360,41 +480,68 @@ class GraphClient:
         query: dict[str, str] = {}
         if self._app_secret:
             query["appsecret_proof"] = appsecret_proof(token, self._app_secret)
-        resp = await self._with_retries("POST", "", query, form, {}, account=account, metrics=None)
-        if not isinstance(resp.body, list) or len(resp.body) != len(ops):
-            raise errors.MalformedResponse("POST batch: the answer is not one element per op")
+        resp = await self._with_retries(
+            "POST", "", query, form, {}, account=account, metrics=None, expect=list
+        )
+        if len(resp.body) != len(ops):
+            # every operation is answered again rather than trusting a guess at which is which
+            return [
+                errors.MalformedResponse(
+                    f"POST batch: {len(resp.body)} answers for {len(ops)} operations"
+                )
+                for _ in ops
+            ]
         results: list[BatchResult] = []
         latest: ratelimit.Usage | None = None
         for op, element in zip(ops, resp.body, strict=True):
-            results.append(self._batch_element(op, element, account))
             usage = _element_usage(element)
+            results.append(self._batch_element(op, element, account, usage))
             if usage is not None:
                 latest = usage
         if latest is not None:
             self.limiter.observe(account, latest, self.clock.now(), calls=len(ops))
+        if not any(isinstance(r, errors.AppThrottled) for r in results):
+            self.limiter.observe_success(self.clock.now())
         return results
 
-    def _batch_element(self, op: BatchOp, element: Any, account: str | None) -> BatchResult:
+    def _batch_element(
+        self, op: BatchOp, element: Any, account: str | None, usage: ratelimit.Usage | None
+    ) -> BatchResult:
         endpoint = endpoint_of(op.path)
         if not isinstance(element, dict):
             self.calls[(endpoint, "batch_null")] += 1
             return errors.TransientError(f"GET {endpoint}: no answer inside the batch")
         code = element.get("code")
-        status = code if isinstance(code, int) else 500
+        status = code if isinstance(code, int) and not isinstance(code, bool) else 500
+        raw = element.get("body")
         try:
-            body = json.loads(element.get("body") or "null")
-        except (TypeError, ValueError):
+            body = json.loads(raw) if isinstance(raw, str) else None
+        except (ValueError, RecursionError):
             self.calls[(endpoint, "malformed")] += 1
             return errors.MalformedResponse(f"GET {endpoint}: a batch body that is not JSON")
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            failure = errors.classify(status, error, requested_metrics=list(op.metrics))
+            failure = errors.on_account_node(
+                errors.classify(
+                    status,
+                    error,
+                    requested_metrics=list(op.metrics),
+                    retry_after=(usage.regain_seconds or None) if usage is not None else None,
+                ),
+                op.path,
+                account,
+            )
             self.calls[(endpoint, type(failure).__name__)] += 1
             self.limiter.observe_error(account, failure, self.clock.now())
             return failure
         if status >= 400:
             self.calls[(endpoint, "http_error")] += 1
             return errors.TransientError(f"GET {endpoint}: HTTP {status} inside the batch")
+        if not isinstance(body, dict):
+            self.calls[(endpoint, "malformed")] += 1
+            return errors.MalformedResponse(
+                f"GET {endpoint}: a batch body that is a JSON {_json_type(body)}, not an object"
+            )
         self.calls[(endpoint, "ok")] += 1
         return body
 
@@ -412,7 +559,7 @@ class GraphClient:
             account=None,
             metrics=None,
         )
-        data = resp.body.get("data") if isinstance(resp.body, dict) else None
+        data = resp.body.get("data")
         if not isinstance(data, dict):
             raise errors.MalformedResponse("GET debug_token: no data object")
         err = data.get("error")
@@ -424,7 +571,7 @@ class GraphClient:
             user_id=_str_or_none(data.get("user_id")),
             expires_at=_epoch(data.get("expires_at")),
             data_access_expires_at=_epoch(data.get("data_access_expires_at")),
-            scopes=tuple(s for s in scopes if isinstance(s, str))
+            scopes=tuple(parse.storable(s[:200]) for s in scopes[:200] if isinstance(s, str))
             if isinstance(scopes, list)
             else (),
             error=_str_or_none(err.get("message")) if isinstance(err, dict) else None,
@@ -452,7 +599,32 @@ def _timeout_hint(exc: BaseException) -> str:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return parse.storable(str(value)[:500])
+
+
+def _json_type(value: Any) -> str:
+    """How JSON calls the type of a decoded value (for messages)."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+def _decode_failure(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    return "invalid JSON"
 
 
 def _epoch(value: Any) -> datetime | None:

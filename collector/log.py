@@ -52,10 +52,26 @@ _secret_pattern: re.Pattern[str] | None = None
 _handler: logging.Handler | None = None
 
 
+#: secrets learned at run time (discovered Page tokens, renewed tokens), kept across reloads
+_runtime: set[str] = set()
+_configured: tuple[str, ...] = ()
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Register more secrets (tokens the collector was handed or minted while running)."""
+    fresh = {s for s in secrets if s and s not in _runtime}
+    if fresh:
+        _runtime.update(fresh)
+        set_secrets(_configured)
+
+
 def set_secrets(secrets: Iterable[str]) -> None:
-    """Replace the registered secrets (at start and on config reload)."""
+    """Replace the registered secrets (at start and on config reload); those given to
+    :func:`add_secrets` stay registered."""
+    global _configured  # noqa: PLW0603 - one registry per process, like the pattern below
+    _configured = tuple(secrets)
     variants: set[str] = set()
-    for secret in secrets:
+    for secret in (*_configured, *_runtime):
         if len(secret) < MIN_SECRET_LENGTH:
             continue
         variants.add(secret)

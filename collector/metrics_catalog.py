@@ -119,6 +119,18 @@ ACCOUNT_REQUESTS: tuple[AccountRequest, ...] = (
 )
 
 DEMOGRAPHIC_METRICS = ("follower_demographics", "engaged_audience_demographics")
+
+#: metrics only the Instagram API with Facebook Login serves (docs/graph-api-notes.md §2): never
+#: asked of an Instagram Login account, even through a metric-set override
+FACEBOOK_LOGIN_ONLY = frozenset({"total_likes", "total_comments", "total_views", "link_clicks"})
+
+
+def version_key(api_version: str, login: str) -> str:
+    """The ``metric_support.api_version`` an account's verdicts go under: the API version,
+    suffixed for Instagram Login, whose host answers for itself."""
+    return api_version if login == "facebook" else f"{api_version}+{login}"
+
+
 DEMOGRAPHIC_BREAKDOWNS = ("age", "city", "country", "gender")
 
 
@@ -140,17 +152,25 @@ class Catalog:
         api_version: str,
         verdicts: Iterable[models.MetricVerdict] = (),
         overrides: Mapping[str, Sequence[str]] | None = None,
+        *,
+        login: str = "facebook",
     ) -> None:
-        self.api_version = api_version
+        #: the key verdicts are stored under: Instagram Login learns apart (its own host)
+        self.api_version = version_key(api_version, login)
+        self.login = login
+        self._unavailable = FACEBOOK_LOGIN_ONLY if login == "instagram" else frozenset()
         self._rejected: dict[Kind, set[str]] = {}
         self._overrides = {Kind(k): tuple(v) for k, v in (overrides or {}).items()}
         for verdict in verdicts:
-            if verdict.api_version == api_version and not verdict.supported:
+            if verdict.api_version == self.api_version and not verdict.supported:
                 self._rejected.setdefault(verdict.object_kind, set()).add(verdict.metric)
 
     def with_overrides(self, overrides: Mapping[str, Sequence[str]] | None) -> Catalog:
         """A view of this catalog with one account's metric-set overrides (shares rejections)."""
         clone = Catalog(self.api_version, overrides=overrides)
+        clone.api_version = self.api_version
+        clone.login = self.login
+        clone._unavailable = self._unavailable
         clone._rejected = self._rejected
         return clone
 
@@ -159,7 +179,7 @@ class Catalog:
 
     def _keep(self, kind: Kind, metrics: Iterable[str]) -> tuple[str, ...]:
         gone = self._rejected.get(kind, set())
-        return tuple(m for m in metrics if m not in gone)
+        return tuple(m for m in metrics if m not in gone and m not in self._unavailable)
 
     def media_metrics(self, kind: Kind) -> tuple[str, ...]:
         return self._keep(kind, self._overrides.get(kind, MEDIA_METRICS.get(kind, ())))

@@ -65,6 +65,10 @@ class AccountRow:
     ig_user_id: IgUserId
     name: str
     enabled: bool
+    #: "facebook" or "instagram": which API serves the account
+    login: str = "facebook"
+    #: the ``[[sources]]`` entry that discovered the account; None: configured by hand
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,6 +182,8 @@ class AccountStatusChange:
     status: AccountStatus
     reason: str | None
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,6 +192,8 @@ class AccountSuccess:
 
     ig_user_id: IgUserId
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +206,8 @@ class TokenCheck:
     data_access_expires_at: datetime | None
     scopes: tuple[str, ...]
     checked_at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,11 +219,16 @@ class AccountUsage:
     paused_until: datetime | None
     throttle_events: int
     at: datetime
+    #: the lease epoch it was decided under (cluster mode; None: one process)
+    epoch: int | None = None
 
 
 @dataclasses.dataclass(slots=True)
 class Batch:
-    """Everything one unit of work produced, written in one transaction."""
+    """Everything one unit of work produced, written in one transaction.
+
+    Each field is one kind of record; ``collector.records.KINDS`` says how each is stored.
+    """
 
     profiles: list[ProfileSnapshot] = dataclasses.field(default_factory=list)
     media: list[Media] = dataclasses.field(default_factory=list)
@@ -228,19 +243,7 @@ class Batch:
     usages: list[AccountUsage] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
-        return (
-            len(self.profiles)
-            + len(self.media)
-            + len(self.media_metrics)
-            + len(self.media_polls)
-            + len(self.account_metrics)
-            + len(self.errors)
-            + len(self.verdicts)
-            + len(self.statuses)
-            + len(self.successes)
-            + len(self.token_checks)
-            + len(self.usages)
-        )
+        return sum(len(getattr(self, field.name)) for field in dataclasses.fields(self))
 
     def extend(self, other: Batch) -> None:
         for field in dataclasses.fields(self):

@@ -3,6 +3,17 @@
 Whatever Meta (or a broken proxy) sends, nothing here raises on bad data: a field of the wrong
 type, a missing id, an unparsable timestamp or an absurd number is reported through ``skipped``
 and left out, so one bad object never costs the rest of the page or corrupts a row.
+
+The bounds, checked here once so that nothing past this module has to:
+
+- Text (captions, usernames, permalinks, dimension values, error messages) is made storable:
+  PostgreSQL's UTF-8 ``text`` cannot hold NUL nor a lone surrogate (the JSON escape ``\ud800``
+  decodes to one), so each such code point becomes U+FFFD (the Unicode replacement character),
+  reported as ``text_replaced``; the text is then cut to the field's length limit.
+- A metric value is an int or a float, not a bool, finite, and between 0 and 2^63 - 1 (what
+  PostgreSQL's bigint holds). None of the metrics Meta documents for Instagram can be negative
+  (``follows_and_unfollows`` reports unfollows as a count of its own, ``follower_count`` new
+  followers per day), so a negative value is bad data, skipped and reported like a huge one.
 """
 
 from __future__ import annotations
@@ -11,7 +22,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,8 +29,11 @@ from collector import models
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 BIGINT_MAX = 2**63 - 1
-#: ``numeric`` holds anything, but a value this large is a bug or an attack, not a metric
-VALUE_LIMIT = Decimal(10) ** 30
+#: what replaces a code point PostgreSQL cannot store (NUL, a lone surrogate)
+REPLACEMENT = "\ufffd"
+#: NUL, and the surrogates: in a Python ``str`` they can only be lone ones (JSON decoding joins
+#: valid pairs), and UTF-8 cannot encode them
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _DIGITS = re.compile(r"^\d{1,30}$")
 #: enum-like breakdowns whose values Meta sends in varying case
 _CASE_FOLDED_BREAKDOWNS = frozenset({"story_navigation_action_type", "action_type"})
@@ -60,14 +73,14 @@ def timestamp(value: Any) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
-def number(value: Any) -> int | float | Decimal | None:
-    """A finite metric value of sane size, or None."""
+def number(value: Any) -> int | float | None:
+    """A metric value: finite, between 0 and ``BIGINT_MAX``; None for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if abs(value) < VALUE_LIMIT else None
+        return value if 0 <= value <= BIGINT_MAX else None
     if isinstance(value, float):
-        return value if math.isfinite(value) and abs(value) < 1e30 else None
+        return value if math.isfinite(value) and 0.0 <= value <= BIGINT_MAX else None
     return None
 
 
@@ -78,11 +91,21 @@ def count(value: Any) -> int | None:
     return value if 0 <= value <= BIGINT_MAX else None
 
 
-def text(value: Any, limit: int = _MAX_TEXT) -> str | None:
+def storable(value: str) -> str:
+    """``value`` with every code point PostgreSQL cannot store replaced by U+FFFD."""
+    return _UNSTORABLE.sub(REPLACEMENT, value)
+
+
+def text(
+    value: Any, limit: int = _MAX_TEXT, *, field: str = "text", skipped: Skip = _ignore
+) -> str | None:
+    """A storable string of at most ``limit`` characters, or None when ``value`` is no string."""
     if not isinstance(value, str):
         return None
-    cleaned: str = value.replace("\x00", "")
-    return cleaned[:limit]
+    cleaned = storable(value[:limit])
+    if cleaned != value[:limit]:
+        skipped("text_replaced", field)
+    return cleaned
 
 
 def pacific_day_end(moment: datetime) -> datetime:
@@ -112,7 +135,7 @@ def profile(
     return models.ProfileSnapshot(
         ig_user_id=ig_user_id,
         captured_at=captured_at,
-        username=text(body.get("username"), 200),
+        username=text(body.get("username"), 200, field="username", skipped=skipped),
         followers_count=values["followers_count"],
         follows_count=values["follows_count"],
         media_count=values["media_count"],
@@ -136,7 +159,7 @@ def media_item(
         skipped("media_without_id", repr(item.get("id"))[:40])
         return None
     posted_at = timestamp(item.get("timestamp"))
-    product = text(item.get("media_product_type"), 40)
+    product = text(item.get("media_product_type"), 40, field="media_product_type", skipped=skipped)
     if story_lifetime is not None and product is None:
         product = "STORY"
     expires_at = None
@@ -148,40 +171,44 @@ def media_item(
     return models.Media(
         media_id=models.MediaId(media_id),
         ig_user_id=ig_user_id,
-        media_type=text(item.get("media_type"), 40),
+        media_type=text(item.get("media_type"), 40, field="media_type", skipped=skipped),
         media_product_type=product,
         posted_at=posted_at,
-        permalink=text(item.get("permalink"), 2000),
-        caption=text(item.get("caption")),
+        permalink=text(item.get("permalink"), 2000, field="permalink", skipped=skipped),
+        caption=text(item.get("caption"), field="caption", skipped=skipped),
         expires_at=expires_at,
         seen_at=seen_at,
     )
 
 
 def media_field_metrics(
-    item: dict[str, Any], media_id: models.MediaId, captured_at: datetime
+    item: dict[str, Any],
+    media_id: models.MediaId,
+    captured_at: datetime,
+    skipped: Skip = _ignore,
 ) -> list[models.MediaMetric]:
     """Counters that come as fields of the media object (``like_count``, ``comments_count``)."""
     rows = []
     for field in ("like_count", "comments_count"):
-        value = count(item.get(field))
+        raw = item.get(field)
+        value = count(raw)
         if value is not None:
             rows.append(models.MediaMetric(media_id, field, "", "", value, captured_at))
+        elif raw is not None:
+            skipped("bad_value", field)
     return rows
 
 
 def _dimension(breakdown: str, value: Any) -> str | None:
     if not isinstance(value, str | int) or isinstance(value, bool):
         return None
-    result = str(value)[:200]
+    result = storable(str(value)[:200])
     return result.lower() if breakdown in _CASE_FOLDED_BREAKDOWNS else result
 
 
-def _breakdown_rows(
-    total_value: Any, skipped: Skip
-) -> list[tuple[str, str, int | float | Decimal]]:
+def _breakdown_rows(total_value: Any, skipped: Skip) -> list[tuple[str, str, int | float]]:
     """(breakdown, dimension, value) triples from ``total_value.breakdowns``."""
-    rows: list[tuple[str, str, int | float | Decimal]] = []
+    rows: list[tuple[str, str, int | float]] = []
     if not isinstance(total_value, dict):
         return rows
     for group in total_value.get("breakdowns") or ():
@@ -193,7 +220,7 @@ def _breakdown_rows(
             continue
         # Demographics may carry the timeframe as an extra key; it is not a dimension.
         positions = [i for i, k in enumerate(keys) if k != "timeframe"]
-        name = ",".join(keys[i] for i in positions)
+        name = storable(",".join(keys[i] for i in positions))[:200]
         for result in group.get("results") or ():
             if not isinstance(result, dict):
                 continue
@@ -221,7 +248,7 @@ def _insight_items(body: Any, requested: Iterable[str], skipped: Skip) -> list[d
             skipped("bad_insight", "no name")
             continue
         if item["name"] not in wanted:
-            skipped("unrequested_metric", item["name"][:80])
+            skipped("unrequested_metric", storable(item["name"][:80]))
             continue
         items.append(item)
     return items
@@ -241,7 +268,7 @@ def media_insights(
     rows: list[models.MediaMetric] = []
     for item in _insight_items(body, requested, skipped):
         name = item["name"]
-        value: int | float | Decimal | None = None
+        value: int | float | None = None
         values = item.get("values")
         if isinstance(values, list) and values and isinstance(values[0], dict):
             value = number(values[0].get("value"))
@@ -315,7 +342,7 @@ def account_insights(
             if isinstance(raw, dict):
                 # online_followers: {"0": 159, "1": 157, …} hour -> followers online
                 for key, sub in raw.items():
-                    add(name, "hour", str(key)[:20], end, sub)
+                    add(name, "hour", storable(str(key)[:20]), end, sub)
             else:
                 add(name, "", "", end, raw)
     return rows

@@ -136,11 +136,28 @@ class AccountState:
 class Limiter:
     """Per-account and app-wide pauses, fed by usage headers and throttling errors.
 
-    Two kinds of stop: a *hard* block (Meta gave a regain estimate, refused with 80002, or the
-    app is throttled) refuses every call until it passes; a *soft* level (:meth:`level`: usage
-    above ``high_water`` or ``pause_at``) is for the scheduler, which then starts only the
-    urgent jobs (final story snapshots) so the remaining budget goes where it matters most.
+    Two kinds of stop: a *hard* block refuses every call until it passes; a *soft* level
+    (:meth:`level`: usage above ``high_water`` or ``pause_at``) is for the scheduler, which then
+    starts only the urgent jobs (final story snapshots) so the remaining budget goes where it
+    matters most. The rules:
+
+    - A hard block comes only from Meta saying so: a regain estimate or ``80002`` blocks that
+      account (for the estimate, at least ``floor``); an app throttling code (4, 17, 32, 341,
+      368, 613) blocks the app for the regain estimate if one came, else for the floor doubled
+      at each throttling event in a row, capped at ``app_backoff_max``.
+    - One throttling event is one step: answers reporting it while the block it started is
+      on (the other operations of the same batch, calls that were in flight) change nothing.
+    - After an app block one call goes out alone, a probe: its success ends the backoff (the
+      next event starts again from the floor); its throttling error is the next step.
+    - A usage reading alone never blocks. An account's own ``X-Business-Use-Case-Usage`` at
+      ``high_water`` holds it to story work, at ``pause_at`` to final story snapshots; an
+      ``X-App-Usage`` reading at ``high_water`` or above holds every account to story work
+      (finals and polls) for ``floor`` after it was read, then the next reading decides. A
+      reading never starts nor lengthens the app backoff.
     """
+
+    #: the longest a regain estimate is followed (a hostile header cannot stop us for days)
+    MAX_REGAIN = timedelta(hours=24)
 
     def __init__(
         self,
@@ -149,16 +166,22 @@ class Limiter:
         pause_at: float = 95.0,
         floor: timedelta = timedelta(seconds=60),
         app_backoff_max: timedelta = timedelta(minutes=15),
+        probe_timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         self.high_water = high_water
         self.pause_at = pause_at
         self.floor = floor
         self.app_backoff_max = app_backoff_max
+        #: how long the other calls wait for the probe's answer at most
+        self.probe_timeout = probe_timeout
         self.accounts: dict[str, AccountState] = {}
         self.app_percent: float | None = None
+        self.app_percent_at: datetime | None = None
         self.app_paused_until: datetime | None = None
         self.app_reason: str | None = None
-        self._app_strikes = 0
+        #: app throttling events in a row (reset by a success after the block)
+        self.app_events = 0
+        self._probe_since: datetime | None = None
 
     def _state(self, account: str) -> AccountState:
         state = self.accounts.get(account)
@@ -171,10 +194,7 @@ class Limiter:
         metered calls it carried, e.g. the operations of a batch)."""
         if usage.app_percent is not None:
             self.app_percent = usage.app_percent
-            if usage.app_percent >= self.pause_at:
-                self._pause_app(now, f"app usage at {usage.app_percent:.0f}%")
-            elif usage.app_percent < self.high_water:
-                self._app_strikes = 0
+            self.app_percent_at = now
         if account is None:
             return
         percent = usage.account_percent
@@ -190,50 +210,104 @@ class Limiter:
         state.percent = percent
         regain = usage.regain_seconds
         if regain > 0:
-            self._pause_account(state, now + timedelta(seconds=regain), "regain estimate")
+            self._pause_account(state, now, regain, "regain estimate")
 
     def observe_error(self, account: str | None, exc: errors.GraphError, now: datetime) -> None:
         """Take in a throttling error (80002 pauses the account, 4/17/… the app)."""
         if isinstance(exc, errors.AccountThrottled) and account is not None:
-            wait = max(exc.retry_after or 0.0, self.floor.total_seconds())
             self._pause_account(
-                self._state(account), now + timedelta(seconds=wait), f"code {exc.code}"
+                self._state(account), now, exc.retry_after or 0.0, f"code {exc.code}"
             )
         elif isinstance(exc, errors.AppThrottled):
-            self._pause_app(now, f"code {exc.code}")
+            self._pause_app(now, exc.retry_after or 0.0, f"code {exc.code}")
 
-    def _pause_account(self, state: AccountState, until: datetime, reason: str) -> None:
+    def observe_success(self, now: datetime) -> None:
+        """A call succeeded: once an app block is over, that ends the backoff."""
+        if self.app_paused_until is not None and self.app_paused_until > now:
+            return  # an answer to a call sent before the block began
+        self.app_events = 0
+        self._probe_since = None
+
+    def release_probe(self) -> None:
+        """The probe got no answer worth a verdict (a network error): the next call probes."""
+        self._probe_since = None
+
+    def _regain(self, seconds: float) -> float:
+        return min(max(seconds, self.floor.total_seconds()), self.MAX_REGAIN.total_seconds())
+
+    def _pause_account(
+        self, state: AccountState, now: datetime, seconds: float, reason: str
+    ) -> None:
+        until = now + timedelta(seconds=self._regain(seconds))
+        if state.paused_until is None or state.paused_until <= now:
+            state.throttle_events += 1  # a new event; reports during the block are the same one
         if state.paused_until is None or until > state.paused_until:
             state.paused_until = until
             state.reason = reason
-            state.throttle_events += 1
 
-    def _pause_app(self, now: datetime, reason: str) -> None:
-        self._app_strikes += 1
-        wait = min(
-            self.floor.total_seconds() * 2 ** (self._app_strikes - 1),
+    def _pause_app(self, now: datetime, regain: float, reason: str) -> None:
+        if self.app_paused_until is not None and self.app_paused_until > now:
+            # the same event, told by another answer of the batch or another call in flight;
+            # a regain estimate may still say the block is longer
+            if regain > 0:
+                until = now + timedelta(seconds=self._regain(regain))
+                self.app_paused_until = max(self.app_paused_until, until)
+            return
+        self.app_events += 1
+        self._probe_since = None
+        backoff = min(
+            self.floor.total_seconds() * 2 ** min(self.app_events - 1, 30),
             self.app_backoff_max.total_seconds(),
         )
-        until = now + timedelta(seconds=wait)
-        if self.app_paused_until is None or until > self.app_paused_until:
-            self.app_paused_until = until
-            self.app_reason = reason
+        wait = self._regain(regain) if regain > 0 else backoff
+        self.app_paused_until = now + timedelta(seconds=wait)
+        self.app_reason = reason
+
+    def _app_hold(self, now: datetime) -> datetime | None:
+        """When the app may call again: the block, then the probe's answer."""
+        if self.app_paused_until is not None and self.app_paused_until > now:
+            return self.app_paused_until
+        if self.app_events and self._probe_since is not None:
+            probe_end = self._probe_since + self.probe_timeout
+            if probe_end > now:
+                return probe_end
+        return None
+
+    def admit(self, account: str | None, now: datetime) -> tuple[datetime, bool] | None:
+        """Whether a call for ``account`` may go out now: None if it may (after an app block
+        the first one becomes the probe), else until when it may not and whether the app's
+        block is the reason."""
+        app = self._app_hold(now)
+        own = self._account_hold(account, now)
+        if own is not None and (app is None or own > app):
+            return own, False
+        if app is not None:
+            return app, True
+        if self.app_events and self._probe_since is None:
+            self._probe_since = now
+        return None
+
+    def _account_hold(self, account: str | None, now: datetime) -> datetime | None:
+        if account is None:
+            return None
+        state = self.accounts.get(account)
+        if state is not None and state.paused_until is not None and state.paused_until > now:
+            return state.paused_until
+        return None
+
+    def share_app_pause(self, until: datetime, reason: str | None) -> bool:
+        """An app-level pause another collector process saw (cluster mode); True if it is
+        later than the one known here."""
+        if self.app_paused_until is not None and until <= self.app_paused_until:
+            return False
+        self.app_paused_until = until
+        self.app_reason = reason
+        return True
 
     def blocked_until(self, account: str | None, now: datetime) -> datetime | None:
         """When calls for ``account`` may go out again, or ``None`` if they may now."""
-        until: datetime | None = None
-        if self.app_paused_until is not None and self.app_paused_until > now:
-            until = self.app_paused_until
-        if account is not None:
-            state = self.accounts.get(account)
-            if (
-                state is not None
-                and state.paused_until is not None
-                and state.paused_until > now
-                and (until is None or state.paused_until > until)
-            ):
-                until = state.paused_until
-        return until
+        holds = [h for h in (self._app_hold(now), self._account_hold(account, now)) if h]
+        return max(holds) if holds else None
 
     def headroom(self, account: str) -> int | None:
         """Calls ``account`` can still make before its high-water mark, if that is known yet."""
@@ -251,13 +325,28 @@ class Limiter:
             return None
         return int((self.high_water - state.percent) / cost)
 
-    def level(self, account: str) -> str:
-        """``"ok"``, ``"high"`` (above high water) or ``"pause"`` (above the pause mark)."""
+    def level(self, account: str, now: datetime | None = None) -> str:
+        """``"ok"``, ``"high"`` (above high water) or ``"pause"`` (above the pause mark).
+
+        The account's own reading decides; with ``now``, an ``X-App-Usage`` reading at the
+        high-water mark seen within ``floor`` makes it at least ``"high"`` (never ``"pause"``:
+        the app's reading alone holds no account to final snapshots only).
+        """
         state = self.accounts.get(account)
         percent = state.percent if state is not None else None
-        if percent is None or percent < self.high_water:
-            return "ok"
-        return "pause" if percent >= self.pause_at else "high"
+        if percent is not None and percent >= self.pause_at:
+            return "pause"
+        if percent is not None and percent >= self.high_water:
+            return "high"
+        if (
+            now is not None
+            and self.app_percent is not None
+            and self.app_percent >= self.high_water
+            and self.app_percent_at is not None
+            and now - self.app_percent_at < self.floor
+        ):
+            return "high"
+        return "ok"
 
     def pacing_delay(self, account: str, base: timedelta) -> timedelta:
         """How much to stretch ``base`` spacing for an account above the high-water mark."""

@@ -9,84 +9,39 @@ process that never got to write them; every earlier record is intact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import zlib
 from collections.abc import Iterator
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from collector import errors, models
+from collector import errors, models, records
 
 FILENAME = "spool.log"
 
-#: Batch field -> record class (the order in which replay writes them does not matter: one
-#: transaction per batch, and the store orders parts itself)
-_PARTS: dict[str, type[Any]] = {
-    "profiles": models.ProfileSnapshot,
-    "media": models.Media,
-    "media_metrics": models.MediaMetric,
-    "media_polls": models.MediaPoll,
-    "account_metrics": models.AccountMetric,
-    "errors": models.CollectionError,
-    "verdicts": models.MetricVerdict,
-    "statuses": models.AccountStatusChange,
-    "successes": models.AccountSuccess,
-    "token_checks": models.TokenCheck,
-    "usages": models.AccountUsage,
-}
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$t": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"$d": str(value)}
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "$t" in value:
-            return datetime.fromisoformat(value["$t"])
-        if "$d" in value:
-            return Decimal(value["$d"])
-    return value
-
 
 def dump(batch: models.Batch) -> bytes:
-    """A batch as one JSON document (exact: datetimes with offsets, decimals as text)."""
+    """A batch as one JSON document (exact: datetimes with offsets, decimals as text).
+
+    ASCII-only, so text the API sent that is not valid Unicode (a lone surrogate) can neither
+    break the spool nor be altered by it.
+    """
     doc: dict[str, list[dict[str, Any]]] = {}
-    for part in _PARTS:
-        records = getattr(batch, part)
-        if records:
-            doc[part] = [
-                {f.name: _encode(getattr(r, f.name)) for f in dataclasses.fields(r)}
-                for r in records
-            ]
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    for kind in records.KINDS:
+        found = getattr(batch, kind.part)
+        if found:
+            doc[kind.part] = [records.encode(r) for r in found]
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def load(raw: bytes) -> models.Batch:
     doc = json.loads(raw)
     batch = models.Batch()
-    for part, cls in _PARTS.items():
-        for item in doc.get(part, ()):
-            fields = {k: _decode(v) for k, v in item.items()}
-            if cls is models.MediaPoll:
-                fields["status"] = models.InsightsStatus(fields["status"])
-            elif cls is models.AccountStatusChange:
-                fields["status"] = models.AccountStatus(fields["status"])
-            elif cls is models.MetricVerdict:
-                fields["object_kind"] = models.ObjectKind(fields["object_kind"])
-            elif cls is models.TokenCheck:
-                fields["scopes"] = tuple(fields["scopes"])
-            getattr(batch, part).append(cls(**fields))
+    for kind in records.KINDS:
+        getattr(batch, kind.part).extend(
+            records.decode(kind, item) for item in doc.get(kind.part, ())
+        )
     return batch
 
 
@@ -121,7 +76,7 @@ class Spool:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise errors.StoreError(f"cannot append to the spool {self.path}: {exc}") from exc
+            raise errors.SpoolError(f"cannot append to the spool {self.path}: {exc}") from exc
         return self.size
 
     def batches(self) -> Iterator[models.Batch]:

@@ -11,12 +11,11 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from collector import errors, models, schema
+from collector import errors, models, records, schema
 
 #: asyncpg/OS errors meaning "the server is not there (any more)": worth a retry or the spool,
 #: unlike a constraint violation, which would fail the same way again
@@ -72,13 +71,6 @@ def describe_dsn(dsn: str) -> str:
     return f"PostgreSQL at {host}:{port}/{database or user or '(default database)'}"
 
 
-def _number(value: models.Number) -> Decimal | int:
-    # Decimal(0.1) would store 0.1000000000000000055…; repr gives the shortest exact spelling.
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return value
-
-
 class Store:
     """The collector's database: an asyncpg pool plus named queries."""
 
@@ -89,6 +81,11 @@ class Store:
         #: (history table, first day of a month) whose partition is known to exist
         self._months: set[tuple[str, date]] = set()
         self._partitioning = asyncio.Lock()
+        #: cluster mode: this process's member name; account bookkeeping written under a
+        #: lease epoch this member no longer holds is refused (see ``records.FENCED``)
+        self.fence_holder: str | None = None
+        #: fenced records refused so far
+        self.stale_refused = 0
 
     @classmethod
     async def open(
@@ -141,6 +138,11 @@ class Store:
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
             raise errors.StoreError(f"{what} failed: {detail}") from exc
+        except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
+            # asyncpg could not encode a value of a record (text that is not Unicode, a number
+            # beyond the column): that record is refused, as PostgreSQL would refuse it
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self._password)
+            raise errors.StoreError(f"{what} failed: a value cannot be stored: {detail}") from exc
 
     @contextlib.asynccontextmanager
     async def _conn(self, what: str) -> AsyncIterator[Any]:
@@ -258,8 +260,11 @@ class Store:
 
     # ------------------------------------------------------------------ accounts
 
-    async def sync_accounts(self, rows: Sequence[models.AccountRow], at: datetime) -> None:
-        """Make the account table match the configuration; unlisted accounts become 'removed'."""
+    async def sync_accounts(
+        self, rows: Sequence[models.AccountRow], at: datetime, *, keep_sources: Sequence[str] = ()
+    ) -> None:
+        """Make the account table match the configuration and the sources' listings; unlisted
+        accounts become 'removed', except those of ``keep_sources`` (their listing failed)."""
         latest = {row.ig_user_id: row for row in rows}  # a repeated id: the last one wins
         ids = sorted(latest)
         async with self._conn("sync accounts") as conn, conn.transaction():
@@ -269,8 +274,10 @@ class Store:
                 [latest[i].name for i in ids],
                 [latest[i].enabled for i in ids],
                 at,
+                [latest[i].source or "configured" for i in ids],
+                [latest[i].login for i in ids],
             )
-            await conn.execute(_q("mark_removed_accounts"), ids, at)
+            await conn.execute(_q("mark_removed_accounts"), ids, at, list(keep_sources))
 
     async def set_account_status(
         self,
@@ -336,186 +343,101 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     async def write(self, batch: models.Batch) -> None:
-        """Store a batch in one transaction; replaying the same batch changes nothing."""
+        """Store a batch in one transaction; replaying the same batch changes nothing.
+
+        ``StoreError`` (not ``DatabaseUnavailable``) means PostgreSQL refused a record of it:
+        writing the same batch again fails the same way.
+        """
         if not len(batch):
             return
-        ids = sorted(
-            {p.ig_user_id for p in batch.profiles}
-            | {m.ig_user_id for m in batch.media}
-            | {m.ig_user_id for m in batch.account_metrics}
-            | {e.ig_user_id for e in batch.errors}
-            | {c.ig_user_id for c in batch.statuses}
-            | {c.ig_user_id for c in batch.successes}
-            | {c.ig_user_id for c in batch.token_checks}
-            | {c.ig_user_id for c in batch.usages}
-        )
+        ids = records.account_ids(batch)
         await self._ensure_partitions(batch)
         async with self._conn("write batch") as conn, conn.transaction():
+            if self.fence_holder is not None and (stamped := records.fenced(batch)):
+                batch = await self._fence(conn, batch, stamped)
             if ids:
                 await conn.execute(_q("ensure_accounts"), ids)
-            if batch.profiles:
-                await _stage(
-                    conn,
-                    "stage_profile",
-                    [
-                        (
-                            p.ig_user_id,
-                            p.captured_at,
-                            p.username,
-                            p.followers_count,
-                            p.follows_count,
-                            p.media_count,
-                        )
-                        for p in batch.profiles
-                    ],
-                )
-                await conn.execute(_q("insert_account_snapshots"))
-                await conn.execute(_q("update_account_usernames"))
-            if batch.media:
-                await _stage(
-                    conn,
-                    "stage_media",
-                    [
-                        (
-                            m.media_id,
-                            m.ig_user_id,
-                            m.media_type,
-                            m.media_product_type,
-                            m.posted_at,
-                            m.permalink,
-                            m.caption,
-                            m.expires_at,
-                            m.seen_at,
-                        )
-                        for m in batch.media
-                    ],
-                )
-                await conn.execute(_q("upsert_media"))
-            if batch.media_metrics:
-                await _stage(
-                    conn,
-                    "stage_media_metric",
-                    [
-                        (
-                            v.media_id,
-                            v.metric,
-                            v.breakdown,
-                            v.dimension,
-                            _number(v.value),
-                            v.captured_at,
-                            v.is_final,
-                        )
-                        for v in batch.media_metrics
-                    ],
-                )
-                await conn.execute(_q("insert_media_metrics"))
-            if batch.media_polls:
-                await _stage(
-                    conn,
-                    "stage_media_poll",
-                    [
-                        (p.media_id, p.polled_at, str(p.status), p.is_final, p.reason)
-                        for p in batch.media_polls
-                    ],
-                )
-                await conn.execute(_q("apply_media_polls"))
-            if batch.account_metrics:
-                await _stage(
-                    conn,
-                    "stage_account_metric",
-                    [
-                        (
-                            v.ig_user_id,
-                            v.metric,
-                            v.period,
-                            v.breakdown,
-                            v.dimension,
-                            v.end_time,
-                            _number(v.value),
-                            v.captured_at,
-                        )
-                        for v in batch.account_metrics
-                    ],
-                )
-                await conn.execute(_q("upsert_account_metrics"))
-            if batch.errors:
-                await _stage(
-                    conn,
-                    "stage_error",
-                    [
-                        (
-                            e.ig_user_id,
-                            e.occurred_at,
-                            e.job,
-                            e.object_id,
-                            e.error_class,
-                            e.code,
-                            e.subcode,
-                            e.message,
-                            e.fbtrace_id,
-                        )
-                        for e in batch.errors
-                    ],
-                )
-                await conn.execute(_q("insert_collection_errors"))
-                await conn.execute(_q("update_account_last_error"))
-            if batch.verdicts:
-                await _stage(
-                    conn,
-                    "stage_verdict",
-                    [
-                        (
-                            str(v.object_kind),
-                            v.metric,
-                            v.api_version,
-                            v.supported,
-                            v.reason,
-                            v.learned_at,
-                        )
-                        for v in batch.verdicts
-                    ],
-                )
-                await conn.execute(_q("upsert_metric_support"))
-            # Account bookkeeping rides in the batch so that it is spooled and replayed in
-            # order with the data when the database is away; a handful of rows per batch.
-            if batch.token_checks:
-                await conn.executemany(
-                    _q("set_token_info"),
-                    [
-                        (
-                            t.ig_user_id,
-                            t.valid,
-                            t.expires_at,
-                            t.data_access_expires_at,
-                            list(t.scopes),
-                            t.checked_at,
-                        )
-                        for t in batch.token_checks
-                    ],
-                )
-            if batch.successes:
-                await conn.executemany(
-                    _q("record_success"), [(c.ig_user_id, c.at) for c in batch.successes]
-                )
-            if batch.usages:
-                await conn.executemany(
-                    _q("set_account_usage"),
-                    [
-                        (
-                            u.ig_user_id,
-                            None if u.percent is None else _number(u.percent),
-                            u.at,
-                            u.paused_until,
-                            u.throttle_events,
-                        )
-                        for u in batch.usages
-                    ],
-                )
-            if batch.statuses:
-                await conn.executemany(
-                    _q("set_account_status"),
-                    [(c.ig_user_id, str(c.status), c.reason, c.at) for c in batch.statuses],
-                )
+            for kind in records.KINDS:
+                found = getattr(batch, kind.part)
+                if not found:
+                    continue
+                rows = [kind.row(r) for r in found]
+                if kind.stage is None:
+                    await conn.executemany(_q(kind.statements[0]), rows)
+                    continue
+                await _stage(conn, kind.stage, rows)
+                for statement in kind.statements:
+                    await conn.execute(_q(statement))
+
+    async def _fence(
+        self, conn: Any, batch: models.Batch, stamped: dict[str, set[int]]
+    ) -> models.Batch:
+        """Leave out the bookkeeping of accounts this member no longer holds at that epoch (the
+        lease rows stay share-locked until commit: a claim cannot slip in between)."""
+        rows = await conn.fetch(_q("lease_fence"), [f"account:{uid}" for uid in stamped])
+        current = {
+            r["resource"].removeprefix("account:"): r["epoch"]
+            for r in rows
+            if r["holder"] == self.fence_holder
+        }
+        kept, dropped = records.without_stale(batch, current)
+        self.stale_refused += dropped
+        return kept
+
+    # ------------------------------------------------------------------ cluster
+
+    async def cluster_heartbeat(self, name: str, held: int, ttl: timedelta) -> list[str]:
+        """Record this member's heartbeat; returns the live members' names."""
+        async with self._conn("cluster heartbeat") as conn:
+            await conn.execute(_q("cluster_heartbeat"), name, held)
+            rows = await conn.fetch(_q("cluster_live"), ttl)
+        return [r["name"] for r in rows]
+
+    async def cluster_leave(self, name: str) -> None:
+        async with self._conn("leave the cluster") as conn:
+            await conn.execute(_q("cluster_leave"), name)
+
+    async def lease_ensure(self, resources: Sequence[str]) -> None:
+        async with self._conn("create leases") as conn:
+            await conn.execute(_q("lease_ensure"), list(resources))
+
+    async def lease_renew(self, name: str, held: dict[str, int], ttl: timedelta) -> dict[str, int]:
+        """Renew the leases held at these epochs; returns those still held."""
+        if not held:
+            return {}
+        resources = sorted(held)
+        rows = await self._fetch(
+            "renew leases", "lease_renew", name, resources, [held[r] for r in resources], ttl
+        )
+        return {r["resource"]: r["epoch"] for r in rows}
+
+    async def lease_claim(
+        self, name: str, candidates: Sequence[str], limit: int, ttl: timedelta
+    ) -> dict[str, int]:
+        """Claim up to ``limit`` free or expired leases; returns {resource: new epoch}."""
+        if limit <= 0 or not candidates:
+            return {}
+        rows = await self._fetch("claim leases", "lease_claim", name, list(candidates), limit, ttl)
+        return {r["resource"]: r["epoch"] for r in rows}
+
+    async def lease_release(self, name: str, resources: Sequence[str]) -> None:
+        if not resources:
+            return
+        async with self._conn("release leases") as conn:
+            await conn.execute(_q("lease_release"), name, list(resources))
+
+    async def lease_holders(self, resources: Sequence[str]) -> dict[str, tuple[str | None, int]]:
+        rows = await self._fetch("read leases", "lease_holders", list(resources))
+        return {r["resource"]: (r["holder"], r["epoch"]) for r in rows}
+
+    async def app_throttle(self) -> tuple[datetime, str | None] | None:
+        """The app-level pause some member saw, while it lasts."""
+        rows = await self._fetch("read the app pause", "app_throttle_get")
+        return (rows[0]["paused_until"], rows[0]["reason"]) if rows else None
+
+    async def set_app_throttle(self, until: datetime, reason: str, name: str) -> None:
+        async with self._conn("share the app pause") as conn:
+            await conn.execute(_q("app_throttle_set"), until, reason[:300], name)
 
     # ------------------------------------------------------------------ reads
 

@@ -64,6 +64,13 @@ class Telemetry:
             ["account"],
             registry=r,
         )
+        self.token_lifetime = prometheus_client.Gauge(
+            "collector_token_lifetime_seconds",
+            "Seconds until the account's token expires (as debug_token, or the last renewal of "
+            "an Instagram Login token, reported it); absent: the token does not expire.",
+            ["account"],
+            registry=r,
+        )
         self.accounts = prometheus_client.Gauge(
             "collector_accounts", "Accounts by collector status.", ["status"], registry=r
         )
@@ -111,6 +118,39 @@ class Telemetry:
             "collector_rows_written",
             "Rows handed to PostgreSQL, by table (replays may count rows stored once).",
             ["table"],
+            registry=r,
+        )
+        self.rows_quarantined = prometheus_client.Counter(
+            "collector_rows_quarantined",
+            "Records PostgreSQL refused (kept aside in the state directory's rejected.jsonl), "
+            "by table.",
+            ["table"],
+            registry=r,
+        )
+        self.rows_dropped = prometheus_client.Counter(
+            "collector_rows_dropped",
+            "Records lost because neither PostgreSQL nor the spool could take them and the "
+            "in-memory bound was reached.",
+            registry=r,
+        )
+        self.rows_held = prometheus_client.Gauge(
+            "collector_rows_held",
+            "Records in memory waiting for PostgreSQL or the spool.",
+            registry=r,
+        )
+        self.degraded = prometheus_client.Gauge(
+            "collector_degraded",
+            "1 while the spool cannot take rows (a full or failing disk) and rows wait in memory.",
+            registry=r,
+        )
+        self.accounts_held = prometheus_client.Gauge(
+            "collector_accounts_held",
+            "Cluster mode: accounts whose lease this process holds (it collects them).",
+            registry=r,
+        )
+        self.cluster_members = prometheus_client.Gauge(
+            "collector_cluster_members",
+            "Cluster mode: live collector processes sharing the accounts.",
             registry=r,
         )
         self.spool_bytes = prometheus_client.Gauge(
@@ -168,6 +208,14 @@ class Telemetry:
         if n > 0:
             self.rows.labels(table=table).inc(n)
 
+    def rows_refused(self, table: str, n: int) -> None:
+        if n > 0:
+            self.rows_quarantined.labels(table=table).inc(n)
+
+    def rows_lost(self, n: int) -> None:
+        if n > 0:
+            self.rows_dropped.inc(n)
+
     def webhook(self, outcome: str) -> None:
         """One webhook request, by outcome."""
         self.webhooks.labels(outcome=outcome).inc()
@@ -181,6 +229,14 @@ class Telemetry:
                 self.usage.remove(account)
             return
         self.usage.labels(account=account).set(percent)
+
+    def set_token_lifetime(self, account: str, seconds: float | None) -> None:
+        """An account's token lifetime left; ``None`` drops the series (never expires)."""
+        if seconds is None:
+            with contextlib.suppress(KeyError):  # never set: nothing to drop
+                self.token_lifetime.remove(account)
+            return
+        self.token_lifetime.labels(account=account).set(seconds)
 
     def set_accounts(self, by_status: Mapping[str, int]) -> None:
         """Account counts by status (``{"ok": 12, "throttled": 1}``); missing statuses are 0."""
@@ -198,6 +254,8 @@ class Telemetry:
         spool_batches: int | None = None,
         database_up: bool | None = None,
         loop_lag_s: float | None = None,
+        rows_held: int | None = None,
+        degraded: bool | None = None,
     ) -> None:
         """Set the levels given; ``None`` leaves a gauge as it is."""
         if jobs_due is not None:
@@ -212,6 +270,14 @@ class Telemetry:
             self.database_up.set(1 if database_up else 0)
         if loop_lag_s is not None:
             self.loop_lag.set(loop_lag_s)
+        if rows_held is not None:
+            self.rows_held.set(rows_held)
+        if degraded is not None:
+            self.degraded.set(1 if degraded else 0)
+
+    def set_cluster(self, held: int, members: int) -> None:
+        self.accounts_held.set(held)
+        self.cluster_members.set(members)
 
     # ------------------------------------------------------------------ exposition
 

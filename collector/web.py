@@ -60,6 +60,8 @@ class Health:
         spool_batches: int = 0,
         last_job_at: datetime | None = None,
         loop_lag_fail: float = LOOP_LAG_FAIL,
+        spool_refusing: bool = False,
+        rows_in_memory: int = 0,
     ) -> Health:
         """The default verdict: fail on a stuck loop; degraded on anything an operator should see.
 
@@ -74,6 +76,8 @@ class Health:
             degraded.append("database unreachable")
         if spool_batches:
             degraded.append(f"{spool_batches} batches spooled")
+        if spool_refusing:
+            degraded.append(f"the spool refuses rows (disk full?): {rows_in_memory} rows in memory")
         for name in ("unhealthy", "failing", "throttled"):
             if accounts.get(name):
                 degraded.append(f"{accounts[name]} accounts {name}")

@@ -141,7 +141,7 @@ where excluded.last_seen_at > m.last_seen_at
    );
 
 -- name: insert_media_metrics
--- Change-only history (see sql/migrations/0004_history.sql): a media_metric_value row only
+-- Change-only history (see sql/migrations/0006_history.sql): a media_metric_value row only
 -- when a series takes a new value, a media_capture row per capture, and the current value of
 -- every series in media_metric_current. Captures newer than a series' last one (the usual
 -- case) are compared with its current value and read no history; an older one (a late replay)
@@ -444,17 +444,22 @@ where excluded.learned_at > s.learned_at
        and (excluded.supported, excluded.reason) is distinct from (s.supported, s.reason));
 
 -- name: upsert_configured_accounts
--- $1 ids, $2 names, $3 enabled flags, $4 now. A disabled account is 'disabled'; one coming
--- back (re-enabled, re-added) is 'unknown' until its next collection.
+-- $1 ids, $2 names, $3 enabled flags, $4 now, $5 sources ('configured' or a [[sources]] name),
+-- $6 logins. A disabled account is 'disabled'; one coming back (re-enabled, re-added,
+-- listed again) is 'unknown' until its next collection.
 insert into account as a (
-    ig_user_id, name, enabled, status, status_changed_at, first_configured_at, updated_at
+    ig_user_id, name, enabled, status, status_changed_at, first_configured_at, updated_at,
+    source, login
 )
 select c.ig_user_id, c.name, c.enabled,
-       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4
-from unnest($1::text[], $2::text[], $3::boolean[]) as c(ig_user_id, name, enabled)
+       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4, c.source, c.login
+from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[])
+    as c(ig_user_id, name, enabled, source, login)
 on conflict (ig_user_id) do update set
     name = excluded.name,
     enabled = excluded.enabled,
+    source = excluded.source,
+    login = excluded.login,
     status = case
         when not excluded.enabled then 'disabled'
         when a.status in ('disabled', 'removed') then 'unknown'
@@ -473,21 +478,26 @@ on conflict (ig_user_id) do update set
     updated_at = excluded.updated_at
 where a.name is distinct from excluded.name
    or a.enabled is distinct from excluded.enabled
+   or a.source is distinct from excluded.source
+   or a.login is distinct from excluded.login
    or a.removed_at is not null
    or a.first_configured_at is null
    or (not excluded.enabled and a.status <> 'disabled')
    or (excluded.enabled and a.status in ('disabled', 'removed'));
 
 -- name: mark_removed_accounts
--- $1 ids still configured, $2 now.
+-- $1 ids still configured or discovered, $2 now, $3 sources whose listing failed (their
+-- accounts stay as they are until the source answers again).
 update account
 set status = 'removed',
-    status_reason = 'no longer in the configuration',
+    status_reason = case when source = 'configured' then 'no longer in the configuration'
+        else 'no longer listed by source ' || source end,
     status_changed_at = $2,
     enabled = false,
     removed_at = $2,
     updated_at = $2
 where not (ig_user_id = any($1::text[]))
+  and not (source = any($3::text[]))
   and status <> 'removed';
 
 -- name: set_account_status
@@ -626,7 +636,7 @@ returning ig_user_id;
 
 -- name: maintain_history
 -- $1 the history table, $2 now, $3 months of partitions to create ahead, $4 retention (NULL:
--- keep forever). See collector_maintain in sql/migrations/0004_history.sql.
+-- keep forever). See collector_maintain in sql/migrations/0006_history.sql.
 select action, partition_name from collector_maintain($1, $2, $3, $4);
 
 -- name: partitions_to_compact
@@ -665,3 +675,95 @@ join pg_class c on c.oid = i.inhrelid
 join pg_class p on p.oid = i.inhparent
 where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
   and c.relname ~ '_[0-9]{4}_[0-9]{2}$';
+-- name: cluster_heartbeat
+-- A member says it is alive and how many leases it holds.
+insert into cluster_member as cm (name, started_at, heartbeat_at, held)
+values ($1, now(), now(), $2)
+on conflict (name) do update set heartbeat_at = now(), held = excluded.held;
+
+-- name: cluster_live
+-- The live members (heartbeat younger than the lease TTL); long-gone ones are forgotten.
+with gone as (
+    delete from cluster_member where heartbeat_at < now() - 10 * $1::interval
+)
+select name from cluster_member where heartbeat_at > now() - $1::interval order by name;
+
+-- name: cluster_leave
+delete from cluster_member where name = $1;
+
+-- name: lease_ensure
+-- Every resource the configuration names has its row (free until claimed).
+insert into lease (resource)
+select unnest($1::text[])
+on conflict (resource) do nothing;
+
+-- name: lease_renew
+-- Extend the leases this member still holds, at the epoch it holds them; a lease that expired
+-- (the member was frozen, or cut from the database, past the TTL) is not renewed: its holder
+-- must stop, and may claim it again later under a new epoch.
+update lease l
+set expires_at = now() + $4::interval
+from unnest($2::text[], $3::bigint[]) as h(resource, epoch)
+where l.resource = h.resource
+  and l.holder = $1
+  and l.epoch = h.epoch
+  and l.expires_at > now()
+returning l.resource, l.epoch;
+
+-- name: lease_claim
+-- Claim up to $3 free or expired leases among $2, those whose account has the soonest story
+-- still waiting for its final snapshot first; rows another member is claiming are skipped.
+with free as (
+    select l.resource
+    from lease l
+    where l.resource = any($2::text[])
+      and (l.holder is null or l.expires_at is null or l.expires_at <= now())
+    order by (
+        select min(m.expires_at)
+        from media m
+        where m.ig_user_id = substr(l.resource, 9)
+          and l.resource like 'account:%'
+          and m.expires_at > now()
+          and m.final_captured_at is null
+    ) nulls last, l.resource
+    limit $3
+    for update of l skip locked
+)
+update lease l
+set holder = $1, epoch = l.epoch + 1, expires_at = now() + $4::interval, claimed_at = now()
+from free
+where l.resource = free.resource
+returning l.resource, l.epoch;
+
+-- name: lease_release
+update lease
+set holder = null, expires_at = null
+where holder = $1 and resource = any($2::text[]);
+
+-- name: lease_holders
+-- Who holds each resource now, and at which epoch (for fencing writes).
+select resource, holder, epoch, expires_at
+from lease
+where resource = any($1::text[]);
+
+-- name: lease_fence
+-- The holders of the accounts a batch's bookkeeping was decided for, share-locked until the
+-- batch commits (a claim skips a locked row).
+select resource, holder, epoch
+from lease
+where resource = any($1::text[])
+for share;
+
+-- name: app_throttle_get
+select paused_until, reason, set_by from app_throttle where paused_until > now();
+
+-- name: app_throttle_set
+-- The app-level pause a member saw: the latest end wins.
+insert into app_throttle as t (id, paused_until, reason, set_by, set_at)
+values (true, $1, $2, $3, now())
+on conflict (id) do update set
+    paused_until = excluded.paused_until,
+    reason = excluded.reason,
+    set_by = excluded.set_by,
+    set_at = excluded.set_at
+where excluded.paused_until > t.paused_until;

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import socket
 import struct
 from typing import Any
@@ -17,6 +18,7 @@ from collector.simulator import faults, graph
 GRAPH_KEY = web.AppKey("graph", graph.Graph)
 SETTINGS_KEY = web.AppKey("settings", dict[str, float])
 RNG_KEY = web.AppKey("rng", random.Random)
+HOST_KEY = web.AppKey("host", str)
 
 HTML_502 = (
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Error</title></head>'
@@ -53,7 +55,20 @@ def _token(request: web.Request, params: dict[str, str]) -> str | None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """Every request: latency, faults, then the Graph dispatcher."""
+    """Every request: latency, faults, then the Graph dispatcher (the requests in flight per
+    account are counted: a collector must never have two at once for one account)."""
+    g = request.app[GRAPH_KEY]
+    header = request.headers.get("Authorization", "")
+    acct = g.world.account_by_token(header.partition(" ")[2].strip()) if header else None
+    account_id = acct.ig_user_id if acct is not None else None
+    g.stats.enter(account_id)
+    try:
+        return await _handle(request)
+    finally:
+        g.stats.leave(account_id)
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
     g = request.app[GRAPH_KEY]
     settings = request.app[SETTINGS_KEY]
     rng = request.app[RNG_KEY]
@@ -66,6 +81,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         params.update({k: v for k, v in form.items() if isinstance(v, str)})
     token = _token(request, params)
     version, _, rest = request.path.lstrip("/").partition("/")
+    if not re.fullmatch(r"v\d+\.\d+", version) and request.app[HOST_KEY] == "instagram":
+        # graph.instagram.com also answers unversioned paths (refresh_access_token)
+        version, rest = "", request.path.lstrip("/")
     call = graph.Call(
         method=request.method,
         version=version,
@@ -73,6 +91,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         params=params,
         token=token,
         base_url=f"{request.scheme}://{request.host}",
+        host=request.app[HOST_KEY],
     )
     fault = g.faults.pick(request.path_qs)
     if fault == "slow":
@@ -116,11 +135,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return web.Response(text=HTML_502, status=502, content_type="text/html", charset="utf-8")
 
 
-def make_app(g: graph.Graph) -> web.Application:
-    """The aiohttp application serving ``g``."""
+def make_app(g: graph.Graph, host: str = "facebook") -> web.Application:
+    """The aiohttp application serving ``g`` as one host: "facebook" (graph.facebook.com) or
+    "instagram" (graph.instagram.com, the Instagram API with Instagram Login)."""
     cfg = g.config
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[GRAPH_KEY] = g
+    app[HOST_KEY] = host
     app[SETTINGS_KEY] = {
         "latency": cfg.latency,
         "latency_jitter": cfg.latency_jitter,

@@ -74,6 +74,8 @@ class Call:
     token: str | None
     base_url: str
     in_batch: bool = False
+    #: which host was called: "facebook" (Facebook Login) or "instagram" (Instagram Login)
+    host: str = "facebook"
 
 
 @dataclasses.dataclass
@@ -224,13 +226,19 @@ class Graph:
             stats.RequestRecord(
                 at=now,
                 method=call.method,
-                path=f"/{call.version}/{call.path}",
+                path=_record_path(call),
                 kind=ctx.kind,
                 account=account_id,
                 status=status,
                 error=None if error is None else error.error_class,
                 fault=fault or label,
                 in_batch=call.in_batch,
+                host=call.host,
+                params=tuple(
+                    (k, v)
+                    for k, v in sorted(call.params.items())
+                    if k not in ("access_token", "appsecret_proof")
+                ),
             )
         )
         if commit and error is None:
@@ -250,13 +258,14 @@ class Graph:
             stats.RequestRecord(
                 at=self.world.clock.now(),
                 method=call.method,
-                path=f"/{call.version}/{call.path}",
+                path=_record_path(call),
                 kind="fault",
                 account=None,
                 status=status,
                 error=None,
                 fault=kind,
                 in_batch=call.in_batch,
+                host=call.host,
             )
         )
 
@@ -264,6 +273,13 @@ class Graph:
 
     def _route(self, ctx: _Ctx) -> Any:
         call = ctx.call
+        instagram = call.host == "instagram"
+        if instagram and "refresh_access_token" in (call.version, call.path.strip("/")):
+            # documented unversioned (graph.instagram.com/refresh_access_token); both answer
+            ctx.kind = "refresh_access_token"
+            return self._refresh(ctx)
+        if self.config.new_app:
+            _refuse_legacy(call)
         vnum = metrics.version_number(call.version)
         if call.version in metrics.VERSIONS and vnum is not None:
             ctx.version, ctx.vnum = call.version, vnum
@@ -275,6 +291,9 @@ class Graph:
         else:
             raise apierror.unknown_path(f"/{call.version}/{call.path}".rstrip("/"))
         parts = [p for p in call.path.split("/") if p]
+        if instagram and (not parts or parts == ["debug_token"] or parts[:2] == ["me", "accounts"]):
+            # no batch endpoint, debug_token or Page listing on the instagram host (notes §2)
+            raise apierror.unknown_path(f"/{call.version}/{call.path}".rstrip("/"))
         if not parts:
             if call.method == "POST" and not call.in_batch:
                 ctx.kind = "batch"
@@ -311,6 +330,10 @@ class Graph:
         else:
             acct = w.account_by_token(token)
             if acct is None and token != w.user_token:
+                raise apierror.bad_token()
+            # an Instagram User token works on the instagram host only, a Facebook one not there
+            host = "instagram" if acct is not None and acct.login == "instagram" else "facebook"
+            if host != ctx.call.host:
                 raise apierror.bad_token()
             if w.app_secret is not None:
                 proof = ctx.call.params.get("appsecret_proof")
@@ -355,6 +378,12 @@ class Graph:
     def _may_see(self, ctx: _Ctx, acct: world.Account) -> bool:
         return ctx.caller == "user" or ctx.token_account is acct
 
+    @staticmethod
+    def _need_read_permission(ctx: _Ctx, acct: world.Account) -> None:
+        """A Page token without the role or task that reading its Instagram account needs."""
+        if not acct.readable and ctx.token_account is acct:
+            raise apierror.no_permission()
+
     def _need_insights_permission(self, ctx: _Ctx) -> None:
         acct = ctx.token_account
         if acct is not None and _no_permission(acct):
@@ -365,6 +394,14 @@ class Graph:
     def _me(self, ctx: _Ctx, rest: list[str]) -> Any:
         self._auth(ctx)
         ctx.app_usage = True
+        if not rest and ctx.call.host == "instagram" and ctx.token_account is not None:
+            # Instagram Login: /me is the token's professional account (an IG User node)
+            ctx.kind = "me"
+            owner = ctx.token_account
+            if owner.gone:
+                raise apierror.object_missing("me")
+            self._charge(ctx, owner)
+            return self._user_json(ctx, owner, self._parse(ctx, "id,username"))
         if not rest:
             ctx.kind = "me"
             acct = ctx.token_account
@@ -381,9 +418,9 @@ class Graph:
         acct = ctx.token_account
         pages: list[tuple[str, world.Account | None]]
         if acct is not None:
-            pages = [(acct.page_id, acct)]
+            pages = [(acct.page_id, acct)] if acct.page_listed else []
         else:
-            pages = [(a.page_id, a) for a in self.world.accounts]
+            pages = [(a.page_id, a) for a in self.world.accounts if a.page_listed]
             pages += [(pid, None) for pid in self.world.extra_page_ids]
         wanted = self._parse(ctx, "access_token,category,name,id,tasks")
         page_ids = [pid for pid, _ in pages]
@@ -463,6 +500,7 @@ class Graph:
         ctx.kind = "ig_user" if edge is None else f"ig_user_{edge}"
         if acct.gone or not self._may_see(ctx, acct):
             raise apierror.object_missing(object_id)
+        self._need_read_permission(ctx, acct)
         if edge is None:
             self._charge(ctx, acct)
             return self._user_json(ctx, acct, self._parse(ctx, "id"))
@@ -495,6 +533,7 @@ class Graph:
         ctx.kind = "media" if edge is None else "media_insights" if edge == "insights" else "media"
         if acct.gone or not self._may_see(ctx, acct):
             raise apierror.object_missing(media.id)
+        self._need_read_permission(ctx, acct)
         if edge is None:
             wanted = self._parse(ctx, "id")
             cost = 1 + (self.config.nested_insights_cost if _wants_insights(wanted) else 0)
@@ -508,11 +547,40 @@ class Graph:
         if not names:
             raise apierror.invalid_param("The parameter metric is required")
         breakdowns = insights.list_param(ctx.call.params.get("breakdown"))
+        if ctx.call.host == "instagram":
+            metrics.validate_instagram_login_metrics(names, version=ctx.vnum)
         metrics.validate_media_metrics(names, breakdowns, version=ctx.vnum)
         data = insights.media_insights(
             self.world, media, names, breakdowns, version=ctx.vnum, now=ctx.ts, served=ctx.served
         )
         return {"data": data}
+
+    # ------------------------------------------------------------------ refresh_access_token
+
+    def _refresh(self, ctx: _Ctx) -> Any:
+        """``GET /refresh_access_token?grant_type=ig_refresh_token`` (Instagram Login)."""
+        params = ctx.call.params
+        token = ctx.call.token
+        if not token:
+            raise apierror.no_token()
+        if params.get("grant_type") != "ig_refresh_token":
+            raise apierror.invalid_param("grant_type must be ig_refresh_token")
+        acct = self.world.account_by_token(token)
+        if acct is None or acct.login != "instagram":
+            raise apierror.bad_token()
+        ctx.app_usage = True
+        try:
+            fresh, expires_in = self.world.refresh_token(token, ctx.now)
+        except ValueError as exc:
+            if str(exc) == "expired":
+                raise apierror.token_expired(acct.token_expires_at or ctx.now, ctx.now) from None
+            # Meta's wording for a token under 24 h old is not documented (notes §3)
+            raise apierror.ApiError(
+                f"(#100) The access token cannot be refreshed ({exc}): a long-lived token can be "
+                "refreshed once it is at least 24 hours old and before it expires",
+                code=100,
+            ) from None
+        return {"access_token": fresh, "token_type": "bearer", "expires_in": expires_in}
 
     # ------------------------------------------------------------------ field rendering
 
@@ -553,6 +621,8 @@ class Graph:
         getters: dict[str, Callable[[], Any]] = {
             "id": lambda: ig,
             "username": lambda: acct.username,
+            # graph.instagram.com's /me names the professional account's id user_id as well
+            "user_id": lambda: ig,
             "name": lambda: acct.name,
             "followers_count": lambda: counted("followers_count", w.followers_count(ig, ctx.ts)),
             "follows_count": lambda: counted("follows_count", acct.follows),
@@ -671,6 +741,8 @@ class Graph:
             raise apierror.invalid_param("The parameter metric is required")
         breakdowns = spec.modifiers.get("breakdown", [])
         self._need_insights_permission(ctx)
+        if ctx.call.host == "instagram":
+            metrics.validate_instagram_login_metrics(names, version=ctx.vnum)
         metrics.validate_media_metrics(names, breakdowns, version=ctx.vnum)
         data = insights.media_insights(
             self.world, media, names, breakdowns, version=ctx.vnum, now=ctx.ts, served=ctx.served
@@ -975,6 +1047,7 @@ class Graph:
             token=token,
             base_url=outer.base_url,
             in_batch=True,
+            host=outer.host,
         )
 
 
@@ -986,6 +1059,27 @@ def _element(
         element["headers"] = [{"name": k, "value": v} for k, v in headers.items()]
     element["body"] = json.dumps(body, separators=(",", ":"))
     return element
+
+
+def _record_path(call: Call) -> str:
+    """The request path for the log (an unversioned call has no version segment)."""
+    return "/" + "/".join(p for p in (call.version, call.path) if p)
+
+
+def _refuse_legacy(call: Call) -> None:
+    """A new app (created after 2026-11-04) may not use these (Graph API v27 announcement)."""
+    if "ids" in call.params:
+        raise apierror.invalid_param(
+            "Multi-ID requests (?ids=) are not available to apps created after November 4, 2026"
+        )
+    if ".as(" in call.params.get("fields", ""):
+        raise apierror.invalid_param(
+            "Field aliases are not available to apps created after November 4, 2026"
+        )
+    if "async_batch_requests" in call.path or "asynchronous" in call.params:
+        raise apierror.invalid_param(
+            "Asynchronous batch requests are not available to apps created after November 4, 2026"
+        )
 
 
 def _wants_insights(wanted: list[fields.Field]) -> bool:

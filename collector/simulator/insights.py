@@ -8,6 +8,7 @@ import math
 import urllib.parse
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from collector.simulator import apierror, metrics, stats, world
 
@@ -227,12 +228,15 @@ def account_query(params: dict[str, str], *, version: int, now: float) -> Accoun
     )
 
 
-def _day_ends(since: float, until: float) -> list[tuple[date, float]]:
-    """Pacific days whose end (exclusive cutoff) falls in (since, until]."""
+def _day_ends(
+    since: float, until: float, zone: ZoneInfo = world.PACIFIC
+) -> list[tuple[date, float]]:
+    """Days (in ``zone``: the account's day zone) whose end (exclusive cutoff) is in
+    (since, until]."""
     out: list[tuple[date, float]] = []
-    day = world.pacific_day(since)
+    day = world.local_day(since, zone)
     while True:
-        _, end = world.pacific_day_bounds(day)
+        _, end = world.day_bounds(day, zone)
         if end > until:
             return out
         if end > since:
@@ -269,7 +273,7 @@ def account_insights(
             oldest = now - RETENTION_DAYS * 86400
             if name in ("follower_count", "online_followers"):
                 oldest = now - 30 * 86400
-            for day, end in _day_ends(q.since, q.until):
+            for day, end in _day_ends(q.since, q.until, w.day_zone(ig)):
                 if end <= oldest:
                     continue
                 if name == "online_followers":

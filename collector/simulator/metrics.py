@@ -351,6 +351,20 @@ def media_enum(version: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: what only the Instagram API with Facebook Login serves (docs/graph-api-notes.md §2)
+FACEBOOK_LOGIN_ONLY = frozenset({"total_likes", "total_comments", "total_views", "link_clicks"})
+
+
+def validate_instagram_login_metrics(metrics: list[str], *, version: int) -> None:
+    """The instagram host's own media metric set: the Facebook-Login-only ones are unknown."""
+    enum = [m for m in media_enum(version) if m not in FACEBOOK_LOGIN_ONLY]
+    for i, name in enumerate(metrics):
+        if name in FACEBOOK_LOGIN_ONLY:
+            raise apierror.invalid_param(
+                f"metric[{i}] must be one of the following values: {', '.join(enum)}"
+            )
+
+
 def media_deprecation(name: str, version: int) -> apierror.ApiError | None:
     since = None
     if name in (*_REELS_PLAYS, "impressions") and version >= 22:

@@ -26,16 +26,18 @@ class Simulator:
         self.graph = graph.Graph(self.world, self.stats, self.budgets, self.faults)
         self.webhooks = webhooks.Webhooks(self.world, self.stats)
         self.base_url = ""
+        #: the instagram host (graph.instagram.com) on a port of its own
+        self.instagram_base_url = ""
         self.host = ""
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._instagram_runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._webhook_task: asyncio.Task[None] | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Bind and serve (port 0 picks a free port)."""
+    async def _serve(self, which: str, host: str, port: int) -> tuple[web.AppRunner, int]:
         runner = web.AppRunner(
-            app.make_app(self.graph),
+            app.make_app(self.graph, which),
             handler_cancellation=True,
             shutdown_timeout=1.0,
             access_log=None,
@@ -47,13 +49,22 @@ class Simulator:
         except OSError:
             await runner.cleanup()
             raise
-        self._runner = runner
         server = site._server  # aiohttp exposes the bound port only through the server
         assert isinstance(server, asyncio.base_events.Server)
-        bound = server.sockets[0].getsockname()
-        self.host, self.port = host, int(bound[1])
+        return runner, int(server.sockets[0].getsockname()[1])
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind and serve (port 0 picks a free port); the instagram host gets a port of its own."""
+        self._runner, self.port = await self._serve("facebook", host, port)
+        try:
+            self._instagram_runner, instagram_port = await self._serve("instagram", host, 0)
+        except OSError:
+            await self._runner.cleanup()
+            raise
+        self.host = host
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.port}"
+        self.instagram_base_url = f"http://{shown}:{instagram_port}"
         interval = self.config.webhook_poll_interval
         if self.config.webhook_url is not None and interval is not None:
             self._webhook_task = asyncio.create_task(
@@ -71,12 +82,16 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._instagram_runner is not None:
+            await self._instagram_runner.cleanup()
+            self._instagram_runner = None
 
     def config_toml(self, api_version: str = "v25.0") -> str:
         """A ready-to-use collector configuration for this world."""
         lines = [
             "[graph]",
             f"base_url = {json.dumps(self.base_url)}",
+            f"instagram_base_url = {json.dumps(self.instagram_base_url)}",
             f"api_version = {json.dumps(api_version)}",
         ]
         if self.world.app_secret is not None:
@@ -91,6 +106,8 @@ class Simulator:
                 f"ig_user_id = {json.dumps(acct.ig_user_id)}",
                 f"token = {json.dumps(acct.token)}",
             ]
+            if acct.login == "instagram":
+                lines.append('login = "instagram"')
         return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,13 @@ class RequestRecord:
     error: str | None
     fault: str | None
     in_batch: bool
+    #: "facebook" (graph.facebook.com) or "instagram" (graph.instagram.com)
+    host: str = "facebook"
+    #: the query parameters, credentials left out (``access_token``, ``appsecret_proof``)
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        return next((v for k, v in self.params if k == name), None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,11 +49,25 @@ class ServedValue:
 class Stats:
     """Request log, counters and the served-values log."""
 
+    def enter(self, account: str | None) -> None:
+        """A request for ``account`` (by its token) arrived; it is in flight until ``leave``."""
+        if account is None:
+            return
+        now = self.in_flight[account] = self.in_flight[account] + 1
+        self.max_in_flight[account] = max(self.max_in_flight[account], now)
+
+    def leave(self, account: str | None) -> None:
+        if account is not None:
+            self.in_flight[account] -= 1
+
     def __init__(self, limit: int | None = None) -> None:
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=limit)
         self.served: collections.deque[ServedValue] = collections.deque(maxlen=limit)
         self.calls_by_kind: collections.Counter[str] = collections.Counter()
         self.calls_by_account: collections.Counter[str] = collections.Counter()
+        #: requests in flight per account now, and the most there ever were at once
+        self.in_flight: collections.Counter[str] = collections.Counter()
+        self.max_in_flight: collections.Counter[str] = collections.Counter()
         self.errors_by_class: collections.Counter[str] = collections.Counter()
         self.total_requests = 0
 
@@ -81,4 +102,5 @@ class Stats:
         self.calls_by_kind.clear()
         self.calls_by_account.clear()
         self.errors_by_class.clear()
+        self.max_in_flight.clear()
         self.total_requests = 0

@@ -33,6 +33,8 @@ SCOPES = (
     "pages_show_list",
 )
 MAX_ACCOUNTS = 10_000
+#: a refreshed Instagram Login token lives 60 days (refresh_access_token reference)
+INSTAGRAM_TOKEN_LIFETIME = timedelta(days=60)
 MAX_MEDIA = 10_000
 MAX_STORIES = 100
 
@@ -82,17 +84,27 @@ def _graph_time_ts(ts: float) -> str:
 
 
 @functools.lru_cache(maxsize=65536)
+def day_bounds(day: date, zone: ZoneInfo = PACIFIC) -> tuple[float, float]:
+    """Start and end (epoch seconds) of a calendar day in ``zone``."""
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)
+    return start.timestamp(), end.timestamp()
+
+
+def local_day(ts: float, zone: ZoneInfo = PACIFIC) -> date:
+    """The calendar day in ``zone`` containing the instant ``ts``."""
+    return datetime.fromtimestamp(ts, zone).date()
+
+
 def pacific_day_bounds(day: date) -> tuple[float, float]:
     """Start and end (epoch seconds) of a US Pacific calendar day."""
-    start = datetime(day.year, day.month, day.day, tzinfo=PACIFIC)
-    nxt = day + timedelta(days=1)
-    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=PACIFIC)
-    return start.timestamp(), end.timestamp()
+    return day_bounds(day, PACIFIC)
 
 
 def pacific_day(ts: float) -> date:
     """The US Pacific calendar day containing the instant ``ts``."""
-    return datetime.fromtimestamp(ts, PACIFIC).date()
+    return local_day(ts, PACIFIC)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,6 +132,19 @@ class WorldConfig:
     feed_views_rejected_fraction: float = 0.0
     #: Facebook Pages without a linked IG account listed by the user token's /me/accounts
     extra_pages: int = 1
+    #: account indexes on the Instagram API with Instagram Login: no Facebook Page, an
+    #: Instagram User token served by the instagram host only
+    instagram_login: frozenset[int] = frozenset()
+    #: account indexes whose Page token (handed out by /me/accounts) cannot read the account
+    unreadable: frozenset[int] = frozenset()
+    #: the time zone of account-insight day buckets: Pacific as our reference says, or an
+    #: account's own zone as airbyte PR #74006 reports (docs/graph-api-notes.md §5)
+    day_time_zone: str = "America/Los_Angeles"
+    #: per-account-index override of ``day_time_zone``
+    day_time_zones: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    #: a Meta app created after 2026-11-04: multi-ID ``?ids=``, field aliases (``.as()``) and
+    #: asynchronous batch requests are refused (Graph API v27 announcement)
+    new_app: bool = False
     app_id: str | None = None
     app_secret: str | None = None
     #: lifetime of every account token from world creation; None = never expires
@@ -198,6 +223,8 @@ class WorldConfig:
             raise ValueError("latency/latency_jitter: must not be negative")
         if self.extra_pages < 0:
             raise ValueError(f"extra_pages: must not be negative, got {self.extra_pages}")
+        for zone in (self.day_time_zone, *self.day_time_zones.values()):
+            ZoneInfo(zone)  # an unknown zone raises here, with its name
 
 
 @dataclasses.dataclass(eq=False)
@@ -221,6 +248,17 @@ class Account:
     follows: int
     conversion_at: datetime | None
     gone: bool = False
+    #: "facebook" or "instagram" (Instagram Login: no Page, served by the instagram host)
+    login: str = "facebook"
+    #: False: the Page token /me/accounts hands out cannot read this account
+    readable: bool = True
+    #: False: the Page no longer appears in /me/accounts (removed from the Business)
+    page_listed: bool = True
+    #: refresh_access_token refuses this account's token (a test's failure injection)
+    refresh_fails: bool = False
+    refreshes: int = 0
+    #: every token refresh_access_token handed out for this account (tests look for leaks)
+    issued_tokens: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def low_followers(self) -> bool:
@@ -429,6 +467,7 @@ class World:
         issued = self.created_at - timedelta(days=1 + 20 * unit(seed, "issued", i))
         issued = issued.replace(microsecond=0)
         expires = None if lifetime is None else (self.created_at + lifetime).replace(microsecond=0)
+        instagram = i in cfg.instagram_login
         acct = Account(
             index=i,
             ig_user_id=ig,
@@ -437,7 +476,8 @@ class World:
             user_id=self._unique_id(17, "10", "fbuser", i),
             username=f"sim_acct_{i + 1}",
             name=f"Simulated Account {i + 1}",
-            token="EAAsim" + _chars(58, _ALPHABET, seed, "token", i),
+            # Instagram User tokens start with IG, Facebook ones with EAA
+            token=("IGAAsim" if instagram else "EAAsim") + _chars(58, _ALPHABET, seed, "token", i),
             token_state="ok",  # noqa: S106 - a state name, not a secret
             token_issued_at=issued,
             token_expires_at=expires,
@@ -448,6 +488,9 @@ class World:
             follower_rate=rate,
             follows=10 + int(900 * unit(seed, "follows", i)),
             conversion_at=None,
+            login="instagram" if instagram else "facebook",
+            readable=i not in cfg.unreadable,
+            page_listed=not instagram,
         )
         self.accounts.append(acct)
         self._by_ig[ig] = acct
@@ -581,6 +624,11 @@ class World:
         """The account with this IG user id (KeyError when unknown)."""
         return self._by_ig[ig_user_id]
 
+    def day_zone(self, ig_user_id: str) -> ZoneInfo:
+        """The time zone the account's insight days are cut in."""
+        index = self._by_ig[ig_user_id].index
+        return ZoneInfo(self.config.day_time_zones.get(index, self.config.day_time_zone))
+
     def account_by_page(self, page_id: str) -> Account | None:
         return self._by_page.get(page_id)
 
@@ -678,6 +726,41 @@ class World:
     def remove_account(self, ig_user_id: str) -> None:
         """The IG account is unlinked/deleted: its objects answer 100/33."""
         self._by_ig[ig_user_id].gone = True
+
+    def remove_page(self, ig_user_id: str) -> None:
+        """The account's Page leaves the token's Pages: /me/accounts no longer lists it."""
+        self._by_ig[ig_user_id].page_listed = False
+
+    def set_refresh_fails(self, ig_user_id: str, fails: bool = True) -> None:
+        """refresh_access_token refuses (or accepts again) this account's token."""
+        self._by_ig[ig_user_id].refresh_fails = fails
+
+    def refresh_token(self, token: str, now: datetime) -> tuple[str, int]:
+        """``refresh_access_token``: a new 60-day token for an Instagram Login token at least
+        24 h old and not expired; the old token stops working. Raises ValueError (why)."""
+        acct = self._by_token.get(token)
+        if acct is None or acct.login != "instagram":
+            raise ValueError("not an Instagram User access token")
+        expires = acct.token_expires_at
+        if acct.token_state == "expired" or (  # noqa: S105 - a state name, not a secret
+            expires is not None and now >= expires
+        ):
+            raise ValueError("expired")
+        if now - acct.token_issued_at < timedelta(hours=24):
+            raise ValueError("too young")
+        if acct.refresh_fails:
+            raise ValueError("refused")
+        acct.refreshes += 1
+        fresh = "IGAAsim" + _chars(
+            58, _ALPHABET, self.seed, "refreshed", acct.index, acct.refreshes
+        )
+        del self._by_token[token]
+        acct.issued_tokens.append(fresh)
+        acct.token = fresh
+        self._by_token[fresh] = acct
+        acct.token_issued_at = now.replace(microsecond=0)
+        acct.token_expires_at = (now + INSTAGRAM_TOKEN_LIFETIME).replace(microsecond=0)
+        return fresh, int(INSTAGRAM_TOKEN_LIFETIME.total_seconds())
 
     def post_story(
         self, ig_user_id: str, at: datetime | None = None, *, quiet: bool = False
@@ -815,9 +898,10 @@ class World:
     def account_day_value(
         self, ig_user_id: str, metric: str, day: date, at: datetime | float
     ) -> int:
-        """Value of an account metric for one Pacific day as known at ``at`` (partial today)."""
+        """Value of an account metric for one day (in the account's day zone) as known at
+        ``at`` (partial today)."""
         ts = at if isinstance(at, float | int) else at.timestamp()
-        start, end = pacific_day_bounds(day)
+        start, end = day_bounds(day, self.day_zone(ig_user_id))
         if ts <= start:
             return 0
         if metric == "follower_count":
@@ -840,9 +924,10 @@ class World:
         if metric in ("follows_and_unfollows", "follower_count"):
             return self.followers_count(ig_user_id, stop) - self.followers_count(ig_user_id, since)
         total = 0.0
-        day = pacific_day(since)
+        zone = self.day_zone(ig_user_id)
+        day = local_day(since, zone)
         while True:
-            start, end = pacific_day_bounds(day)
+            start, end = day_bounds(day, zone)
             if start >= stop:
                 break
             overlap = min(end, stop) - max(start, since)

@@ -92,3 +92,83 @@ async def test_a_full_run_never_prints_a_secret(tmp_path: Path, db_dsn: str) -> 
     for secret in secrets:
         assert secret not in text
         assert urllib.parse.quote(secret) not in text
+
+
+async def test_discovered_page_tokens_and_renewed_tokens_never_leak(
+    tmp_path: Path, db_dsn: str
+) -> None:
+    cfg = world.WorldConfig(
+        seed=5,
+        accounts=4,
+        media_per_account=3,
+        stories_per_account=1,
+        extra_pages=1,
+        unreadable=frozenset({1}),
+        instagram_login=frozenset({3}),
+        app_secret=APP_SECRET,
+        webhook_poll_interval=None,
+    )
+    async with server.running(cfg, clock=clock.SystemClock()) as sim:
+        w = sim.world
+        creator = w.accounts[3]
+        seed = creator.token
+        config = write_config(
+            tmp_path / "collector.toml",
+            sim,
+            db_dsn,
+            accounts=[creator],
+            sections={
+                "log": {"level": "debug", "format": "json"},
+                "graph": {
+                    "retry_base": 0.01,
+                    "retry_max": 0.05,
+                    "instagram_base_url": sim.instagram_base_url,
+                },
+                "schedule": {"account_insights_backfill_days": 2},
+                "web": {"port": 0},
+            },
+        )
+        (tmp_path / "agency.token").write_text(w.user_token)
+        text = config.read_text().replace("[[accounts]]", '[[accounts]]\nlogin = "instagram"')
+        text += f'\n[[sources]]\nname = "agency"\ntoken_file = "{tmp_path / "agency.token"}"\n'
+        config.write_text(text)
+        # a Page token dies between the listing and the collection: its errors get logged
+        w.set_token_state(w.accounts[2].ig_user_id, "no_permission")
+        outputs = [
+            await _collector("check", "--config", str(config)),
+            await _collector("run", "--once", "--config", str(config)),
+            await _collector("run", "--once", "--config", str(config)),
+            await _collector("run", "--config", str(config), stop_after=4),
+        ]
+        renewed = list(creator.issued_tokens)
+        secrets = [a.token for a in w.accounts] + [w.user_token, seed, *renewed]
+        secrets += [
+            hmac.new(APP_SECRET.encode(), s.encode(), hashlib.sha256).hexdigest() for s in secrets
+        ]
+    assert renewed, "the Instagram Login token was renewed"
+    text = "".join(out for _, out in outputs)
+    assert "token_refreshed" in text
+    assert "account_skipped" in text
+    assert len(text) > 3000
+    for secret in secrets:
+        assert secret not in text
+        assert urllib.parse.quote(secret) not in text
+    # nor in the database, anywhere
+    import asyncpg
+
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        tables = await conn.fetch("select tablename from pg_tables where schemaname = 'public'")
+        dump = []
+        for row in tables:
+            dump += [r[0] for r in await conn.fetch(f'select t::text from "{row["tablename"]}" t')]
+    finally:
+        await conn.close()
+    stored = "\n".join(dump)
+    assert creator.ig_user_id in stored
+    for secret in secrets:
+        assert secret not in stored
+    # the renewed token lives in the 0600 file of the state directory, and only there
+    kept = (tmp_path / "state" / "tokens" / f"{creator.ig_user_id}.json").read_text()
+    assert renewed[-1] in kept
+    assert seed not in kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from collector import clock, config
 from collector.simulator import server, world
+
+from ..pgproxy import PgProxy
 
 START = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -48,6 +51,8 @@ def write_config(
         },
         "log": {"format": "json"},
         "state": {"directory": str(path.parent / "state")},
+        # a free port: tests run beside each other (and beside an installed service)
+        "web": {"port": 0},
     }
     if sim.world.config.app_secret:
         merged["graph"]["app_secret"] = sim.world.config.app_secret
@@ -110,3 +115,22 @@ def make_settings(tmp_path: Path, db_dsn: str) -> MakeSettings:
         return config.load(path, environ={})
 
     return make
+
+
+@pytest.fixture
+async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
+    """A TCP proxy in front of the test database that the test can cut and restore."""
+    p = PgProxy(db_dsn)
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def eventually(condition: Callable[[], bool], *, within: float = 30.0) -> None:
+    """Wait (polling the event loop, never a fixed sleep) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)

@@ -1,4 +1,4 @@
-"""The compact history (migration 0004): data written by the previous schema survives the
+"""The compact history (migration 0006): data written by the previous schema survives the
 migration with every answer unchanged; change-only writes, late captures, retention."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from collector import store as store_mod
 
 from .conftest import write_config
 
-#: sql/queries.sql as of the schema before 0004 (commit 3bfc24b): "today's code" writing
-OLD_QUERIES = Path(__file__).parent / "data" / "queries_0003.sql"
+#: sql/queries.sql as it was before the history migration (main at ed7a2cc): "today's code"
+OLD_QUERIES = Path(__file__).parent / "data" / "queries_before_history.sql"
+#: the first migration of the compact history
+HISTORY = 6
 
 Rows = list[tuple[Any, ...]]
 
@@ -68,13 +70,13 @@ def probe_times(captures: list[datetime]) -> list[datetime]:
 
 @pytest.fixture
 def old_schema(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Make migrations and the store those of the schema before 0004; returns the undo."""
+    """Make migrations and the store those of the schema before the history; returns the undo."""
     real_migrations = schema.migrations
     old = schema.parse_named(OLD_QUERIES.read_text(encoding="utf-8"))
     monkeypatch.setattr(
         schema,
         "migrations",
-        lambda folder=None: [m for m in real_migrations(folder) if m.version < 4],
+        lambda folder=None: [m for m in real_migrations(folder) if m.version < HISTORY],
     )
     monkeypatch.setattr(store_mod, "_q", lambda name: old[name])
 
@@ -111,7 +113,7 @@ async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous
     tmp_path: Path,
 ) -> None:
     await schema.migrate(old_conn)
-    assert await old_conn.fetchval("select max(version) from schema_migration") == 3
+    assert await old_conn.fetchval("select max(version) from schema_migration") == HISTORY - 1
     sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
     path = write_config(
         tmp_path / "collector.toml",
@@ -135,7 +137,7 @@ async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous
 
     old_schema()  # the current code from here on
     applied = await schema.migrate(old_conn)
-    assert [m.name for m in applied] == ["0004_history"]
+    assert [m.name for m in applied] == ["0006_history"]
 
     after = await answers(old_conn)
     for name in ANSWERS:

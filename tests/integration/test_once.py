@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from collector import clock, daemon, errors
+from collector import clock, config, daemon, errors
 from collector.simulator import server
 
 from .conftest import MakeSettings
@@ -468,3 +468,74 @@ async def test_unknown_account_metric_is_learned_and_the_rest_collected(
     fake_clock.advance(3600)
     assert (await _run(settings, fake_clock))[0] == 0
     assert not [r for r in sim.stats.requests if r.error and r.error.startswith("100")]
+
+
+async def test_account_its_token_cannot_read_is_parked_unhealthy(
+    sim_factory: Any, make_settings: MakeSettings, fake_clock: clock.FakeClock, db_dsn: str
+) -> None:
+    sim = await sim_factory(accounts=2)
+    borrowed, owner = sim.world.accounts
+    settings = make_settings(sim, sections={"schedule": {"account_insights_backfill_days": 2}})
+    path = settings.source_path
+    assert path is not None
+    (path.parent / f"{borrowed.username}.token").write_text(owner.token + "\n")  # not its own
+    settings = config.load(path, environ={})
+    rc, summary = await _run(settings, fake_clock)
+    assert rc == 1
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        row = await conn.fetchrow(
+            "select status, status_reason from account where ig_user_id = $1",
+            borrowed.ig_user_id,
+        )
+        assert row["status"] == "unhealthy"
+        assert (
+            f"the token cannot read account {borrowed.ig_user_id}: mistyped ig_user_id or "
+            "another account's token" in row["status_reason"]
+        )
+        owner_status = await conn.fetchval(
+            "select status from account where ig_user_id = $1", owner.ig_user_id
+        )
+        assert owner_status == "ok"
+    finally:
+        await conn.close()
+    assert "unhealthy" in summary
+
+
+async def test_tight_budget_keeps_the_account_insights_answered_before_the_block(
+    sim_factory: Any, make_settings: MakeSettings, fake_clock: clock.FakeClock, db_dsn: str
+) -> None:
+    # 40 calls per 2 minutes: the 30-day backfill cannot fit in one budget
+    sim = await sim_factory(
+        accounts=2,
+        media_per_account=3,
+        stories_per_account=0,
+        account_budget=40,
+        account_window=timedelta(minutes=2),
+        low_follower_fraction=0.0,
+    )
+    settings = make_settings(sim, sections={"schedule": {"account_insights_backfill_days": 30}})
+    rc, summary = await _run(settings, fake_clock)
+    assert rc == 1, summary  # the budget ran out before the pass could finish
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        rows = await conn.fetch(
+            "select ig_user_id, metric, breakdown, dimension, end_time, value from account_metric"
+        )
+        stored = {tuple(r)[:5]: r["value"] for r in rows}
+        served = served_account(sim)
+        for acct in sim.world.accounts:
+            # what was answered before the budget ran out is stored, the block did not cost it
+            assert any(k[0] == acct.ig_user_id for k in stored), summary
+        # every answered value, and only those, exactly as served
+        assert {k: v for k, v in stored.items() if k[4] is not None} == {
+            k: v for k, v in served.items() if k[4] is not None
+        }
+    finally:
+        await conn.close()
+    for acct in sim.world.accounts:
+        calls = [r for r in sim.stats.requests if r.account == acct.ig_user_id]
+        refused = [r for r in calls if r.error and "80002" in r.error]
+        # batches are sized by the budget left: few operations meet a refusal, and none
+        # after the first refused one in a round trip of its own
+        assert len(refused) <= 3, [(r.kind, r.in_batch) for r in refused]

@@ -3,28 +3,18 @@ in order when it is back, and nothing is lost or duplicated (checked against gro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
-from collector import clock, daemon, metrics_catalog, spool, writer
+from collector import clock, metrics_catalog, spool, wiring, writer
 from collector import store as store_mod
 
 from ..pgproxy import PgProxy
 from .conftest import MakeSettings
 from .test_once import served_media, stored_media
-
-
-@pytest.fixture
-async def proxy(db_dsn: str) -> AsyncIterator[PgProxy]:
-    p = PgProxy(db_dsn)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def test_outage_loses_and_duplicates_nothing(
@@ -57,14 +47,23 @@ async def test_outage_loses_and_duplicates_nothing(
         },
     )
     st = await store_mod.Store.open(proxy.dsn, connect_timeout=2, command_timeout=5)
-    client = daemon.build_client(settings, fake_clock)
+    limiter = wiring.build_limiter(settings)
+    client = wiring.build_client(settings, fake_clock, limiter)
     try:
-        await daemon.prepare(settings, st, fake_clock)
+        await wiring.prepare(settings, st, fake_clock)
         sp = spool.Spool(tmp_path / "state", max_bytes=10**9)
         wr = writer.Writer(st, sp)
         catalog = metrics_catalog.Catalog("v25.0", [])
-        run = daemon.build_runner(settings, st, client, catalog, fake_clock, writer=wr)
-        await run.set_accounts(daemon.targets_of(settings))
+        run = wiring.build_runner(
+            settings,
+            store=st,
+            client=client,
+            limiter=limiter,
+            writer=wr,
+            catalog=catalog,
+            clock=fake_clock,
+        )
+        await run.set_accounts(wiring.targets_of(settings))
 
         async def advance(hours: float) -> None:
             end = fake_clock.now() + timedelta(hours=hours)

@@ -437,7 +437,7 @@ def test_unknown_keys_everywhere(tmp_path: Path) -> None:
         '[[schedule.media_tiers]]\nmax_age = "1d"\nevery = "1h"\noften = true\n'
     )
     message = problems(tmp_path, text)
-    assert "colour: unknown key: valid keys here are database, graph" in message
+    assert "colour: unknown key: did you mean 'cluster'? valid keys here are database" in message
     assert "(collector.toml line 1)" in message
     assert "databse: unknown key: did you mean 'database'?" in message
     assert "(collector.toml line 2)" in message
@@ -689,8 +689,10 @@ def test_example_documents_every_key() -> None:
         "log": config.LogSettings,
         "shutdown": config.ShutdownSettings,
         "retention": config.RetentionSettings,
+        "cluster": config.ClusterSettings,
+        "tokens": config.TokensSettings,
     }
-    assert set(sections) | {"accounts"} == set(config.Settings.model_fields)
+    assert set(sections) | {"accounts", "sources"} == set(config.Settings.model_fields)
     for name, model in sections.items():
         body = text.split(f"\n[{name}]\n", 1)[1].split("\n[", 1)[0]
         for key in model.model_fields:
@@ -701,6 +703,9 @@ def test_example_documents_every_key() -> None:
             assert re.search(rf"^#?{key} = ", body, re.MULTILINE), f"[{name}] {key}"
     for key in config.Account.model_fields:
         assert key in text.split("# ---- ", 1)[-1], key
+    sources = text.split("# ---- ", 1)[-1].split("---- sources", 1)[1]
+    for key in config.Source.model_fields:
+        assert key in sources, key
 
 
 def test_example_accounts_load_when_uncommented(tmp_path: Path) -> None:
@@ -709,9 +714,11 @@ def test_example_accounts_load_when_uncommented(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.mkdir()
     (tokens / "acme-shoes").write_text("token-acme-shoes\n")
+    (tokens / "initech").write_text("token-initech\n")
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "acme").write_text("token-acme\n")
+    (creds / "agency.token").write_text("token-agency\n")
     text = head + uncommented.replace("/etc/collector/tokens", str(tokens))
     environ = {"GLOBEX_TOKEN": "token-globex", "CREDENTIALS_DIRECTORY": str(creds)}
     settings = load(tmp_path, text, environ)
@@ -719,7 +726,101 @@ def test_example_accounts_load_when_uncommented(tmp_path: Path) -> None:
         ("acme", "token-acme"),
         ("acme-shoes", "token-acme-shoes"),
         ("globex", "token-globex"),
+        ("initech", "token-initech"),
     ]
-    assert [a.name for a in settings.enabled_accounts()] == ["acme", "acme-shoes"]
+    assert [a.name for a in settings.enabled_accounts()] == ["acme", "acme-shoes", "initech"]
+    assert settings.accounts[3].login == "instagram"
+    (agency,) = settings.sources
+    assert (agency.name, agency.login, agency.token.get_secret_value()) == (
+        "agency",
+        "facebook",
+        "token-agency",
+    )
+    assert agency.allow == ("acme*", "17841400000000001")
+    assert agency.deny == ("acme-test*",)
     assert models.ObjectKind.STORY in settings.accounts[1].metrics
     assert settings.warnings == ()
+
+
+# --------------------------------------------------------------------------- sources, logins, tokens
+
+
+def source(name: str = "agency", extra: str = "") -> str:
+    return f'\n[[sources]]\nname = {json.dumps(name)}\ntoken = "{TOKEN}"\n{extra}\n'
+
+
+def test_a_source_as_the_issue_writes_it(tmp_path: Path) -> None:
+    (tmp_path / "agency.token").write_text("EAAGagencytoken000\n")
+    text = """
+[[sources]]
+name = "agency"
+token_file = "agency.token"
+login = "facebook"
+allow = ["acme*", "17841400000000001"]
+deny = ["acme-test*"]
+every = "1d"
+"""
+    settings = load(tmp_path, text)
+    (agency,) = settings.sources
+    assert agency.token.get_secret_value() == "EAAGagencytoken000"
+    assert agency.token_source == f"file {tmp_path / 'agency.token'}"
+    assert agency.every == timedelta(days=1)
+    assert "EAAGagencytoken000" in settings.secrets()
+    assert config.describe(settings)["sources"][0]["token"] == "**********"
+    assert settings.warnings == ()
+
+
+def test_source_defaults_and_literal_token_warning(tmp_path: Path) -> None:
+    settings = load(tmp_path, source())
+    (agency,) = settings.sources
+    assert (agency.login, agency.allow, agency.deny) == ("facebook", (), ())
+    assert settings.warnings == (
+        "sources[0] (agency): the token is written in the config file; "
+        "prefer token_file, token_env or token_credential",
+    )
+
+
+def test_source_problems_name_the_field_and_the_fix(tmp_path: Path) -> None:
+    text = (
+        source("agency", 'login = "tiktok"')
+        + source("agency", 'allow = ["acme corp"]')
+        + '\n[[sources]]\nname = "bare"\n'
+    )
+    message = problems(tmp_path, text)
+    assert "sources[0].login: must be 'facebook' or 'instagram', got 'tiktok'" in message
+    assert "sources[1].allow[0]: each entry must be an Instagram username, a shell glob" in message
+    assert "sources[2]: no access token: set one of token_file, token_env, token_credential" in (
+        message
+    )
+
+
+def test_duplicate_source_names(tmp_path: Path) -> None:
+    message = problems(tmp_path, source("agency") + source("agency"))
+    assert "sources[1].name: 'agency' is also the name of sources[0]" in message
+
+
+def test_instagram_login_account_refuses_facebook_only_metrics(tmp_path: Path) -> None:
+    text = ACCOUNT + 'login = "instagram"\n[accounts.metrics]\nreels = ["reach", "total_views"]\n'
+    message = problems(tmp_path, text)
+    assert (
+        "accounts[0].metrics.reels: total_views: only the Instagram API with Facebook Login "
+        'serves it: remove it or set login = "facebook"'
+    ) in message
+    ok = load(tmp_path, ACCOUNT + 'login = "Instagram"\n')
+    assert ok.accounts[0].login == "instagram"
+
+
+def test_tokens_section_checks_its_order(tmp_path: Path) -> None:
+    message = problems(tmp_path, '[tokens]\nrefresh_before = "2d"\npark_before = "3d"\n')
+    assert "tokens.park_before: must be shorter than refresh_before (2d)" in message
+    message = problems(tmp_path, '[tokens]\nrefresh_before = "60d"\n')
+    assert "tokens.refresh_before: must be shorter than an Instagram Login token's 60-day" in (
+        message
+    )
+
+
+def test_instagram_base_url_is_checked_like_base_url(tmp_path: Path) -> None:
+    settings = load(tmp_path, '[graph]\ninstagram_base_url = "http://127.0.0.1:9/"\n')
+    assert settings.graph.instagram_base_url == "http://127.0.0.1:9"
+    message = problems(tmp_path, '[graph]\ninstagram_base_url = "graph.instagram.com/v25.0"\n')
+    assert "graph.instagram_base_url: must be an http(s) URL without a path" in message

@@ -324,3 +324,51 @@ def test_catalog_learns_and_respects_overrides() -> None:
     # the clone shares what was learned
     custom.reject(models.ObjectKind.STORY, "replies")
     assert "replies" not in catalog.media_metrics(models.ObjectKind.STORY)
+
+
+def test_values_outside_the_sane_range_are_not_numbers() -> None:
+    for bad in (-11, -0.5, 2**63, 2**70, float("nan"), float("-inf"), 1e300, True, None, "3"):
+        assert parse.number(bad) is None, bad
+    assert parse.number(0) == 0
+    assert parse.number(2**63 - 1) == 2**63 - 1
+    assert parse.number(0.0) == 0.0
+
+
+def test_text_is_made_storable_and_reported() -> None:
+    rec = Recorder()
+    assert (
+        parse.text("a\ud800b\x00c\udfff", field="caption", skipped=rec) == "a\ufffdb\ufffdc\ufffd"
+    )
+    assert rec.seen == [("text_replaced", "caption")]
+    assert parse.text("\U0001f600 fine", skipped=rec) == "\U0001f600 fine"  # a valid pair
+    assert len(rec.seen) == 1
+    assert parse.text("x" * 50, 10) == "x" * 10
+    assert parse.text(5) is None
+
+
+def test_bad_dimensions_and_hour_keys_are_storable() -> None:
+    body = {
+        "data": [
+            {
+                "name": "follower_demographics",
+                "total_value": {
+                    "breakdowns": [
+                        {
+                            "dimension_keys": ["city"],
+                            "results": [
+                                {"dimension_values": ["Lyon\ud800"], "value": 3},
+                                {"dimension_values": ["Paris"], "value": -4},
+                            ],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    rec = Recorder()
+    end = datetime(2026, 6, 2, 7, tzinfo=UTC)
+    rows = parse.account_insights(
+        body, UID, ["follower_demographics"], AT, period="lifetime", end_time=end, skipped=rec
+    )
+    assert [(r.dimension, r.value) for r in rows] == [("Lyon\ufffd", 3)]
+    assert ("bad_breakdown_result", "city") in rec.seen

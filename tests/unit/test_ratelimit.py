@@ -124,3 +124,99 @@ def test_headroom_of_a_large_budget_whose_reading_does_not_move() -> None:
         limiter.observe("1", usage, fake.now(), calls=5)
     # 20 calls left 0 % at 0 %: each costs under 1/20 point, so 80 points allow 1,600 calls
     assert limiter.headroom("1") == 1600
+
+
+def test_one_app_throttling_event_is_one_step_however_many_answers_report_it() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(floor=timedelta(seconds=60), app_backoff_max=timedelta(minutes=15))
+    # 44 operations of one batch answer (#4), as do two calls that were in flight
+    for _ in range(44):
+        limiter.observe_error("1", errors.AppThrottled("x", code=4), fake.now())
+    fake.advance(0.5)
+    limiter.observe_error("2", errors.AppThrottled("x", code=4), fake.now())
+    assert limiter.app_events == 1
+    assert limiter.blocked_until("3", fake.now()) == fake.now() + timedelta(seconds=59.5)
+
+
+def test_after_an_app_block_one_probe_goes_first() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(floor=timedelta(seconds=60), probe_timeout=timedelta(seconds=30))
+    limiter.observe_error(None, errors.AppThrottled("x", code=4), fake.now())
+    assert limiter.admit("1", fake.now()) == (fake.now() + timedelta(seconds=60), True)
+    fake.advance(60)
+    assert limiter.admit("1", fake.now()) is None  # the probe
+    held = limiter.admit("2", fake.now())  # the others wait for its answer
+    assert held == (fake.now() + timedelta(seconds=30), True)
+    # the probe is throttled again: the next step of the backoff
+    limiter.observe_error("1", errors.AppThrottled("x", code=4), fake.now())
+    assert limiter.app_events == 2
+    assert limiter.blocked_until("2", fake.now()) == fake.now() + timedelta(seconds=120)
+    fake.advance(120)
+    assert limiter.admit("1", fake.now()) is None
+    limiter.observe_success(fake.now())  # the probe went through: the backoff is over
+    assert limiter.app_events == 0
+    assert limiter.admit("2", fake.now()) is None
+    assert limiter.admit("3", fake.now()) is None
+    # the next event starts from the floor again
+    limiter.observe_error(None, errors.AppThrottled("x", code=4), fake.now())
+    assert limiter.blocked_until("2", fake.now()) == fake.now() + timedelta(seconds=60)
+
+
+def test_a_probe_without_an_answer_hands_over_to_the_next_call() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(floor=timedelta(seconds=60))
+    limiter.observe_error(None, errors.AppThrottled("x", code=4), fake.now())
+    fake.advance(60)
+    assert limiter.admit("1", fake.now()) is None
+    limiter.release_probe()  # the probe's connection was reset
+    assert limiter.admit("2", fake.now()) is None
+
+
+def test_app_block_follows_the_regain_estimate() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(floor=timedelta(seconds=60))
+    limiter.observe_error(None, errors.AppThrottled("x", code=4, retry_after=600), fake.now())
+    assert limiter.blocked_until(None, fake.now()) == fake.now() + timedelta(seconds=600)
+    # another answer of the same event with a longer estimate: followed, still one step
+    limiter.observe_error(None, errors.AppThrottled("x", code=4, retry_after=900), fake.now())
+    assert limiter.blocked_until(None, fake.now()) == fake.now() + timedelta(seconds=900)
+    assert limiter.app_events == 1
+    # under the floor: the floor
+    fresh = ratelimit.Limiter(floor=timedelta(seconds=60))
+    fresh.observe_error(None, errors.AppThrottled("x", code=4, retry_after=5), fake.now())
+    assert fresh.blocked_until(None, fake.now()) == fake.now() + timedelta(seconds=60)
+
+
+def test_one_account_throttling_event_counts_once() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(floor=timedelta(seconds=60))
+    for i in range(30):  # every operation of a batch after the budget ran out
+        fake.advance(0.01 * i)
+        limiter.observe_error("1", errors.AccountThrottled("x", code=80002), fake.now())
+    assert limiter.accounts["1"].throttle_events == 1
+    fake.advance(120)
+    limiter.observe_error("1", errors.AccountThrottled("x", code=80002), fake.now())
+    assert limiter.accounts["1"].throttle_events == 2
+
+
+def test_a_usage_reading_alone_never_blocks_and_never_escalates() -> None:
+    fake = clock.FakeClock()
+    limiter = ratelimit.Limiter(high_water=80, pause_at=95, floor=timedelta(seconds=60))
+    reading = ratelimit.parse_usage({ratelimit.APP_HEADER: '{"call_count": 99}'})
+    for _ in range(5):  # debug_token answers, one after the other
+        limiter.observe(None, reading, fake.now())
+    assert limiter.blocked_until("1", fake.now()) is None
+    assert limiter.admit("1", fake.now()) is None
+    assert limiter.app_events == 0
+    # every account is held to story work (finals and polls) while the reading is fresh
+    assert limiter.level("1", fake.now()) == "high"
+    assert limiter.level("2", fake.now()) == "high"
+    fake.advance(60)
+    assert limiter.level("1", fake.now()) == "ok"  # the next reading decides
+    # an account's own reading at the pause mark keeps final story snapshots going
+    own = ratelimit.parse_usage(
+        {ratelimit.BUC_HEADER: json.dumps({"1": [{"type": "instagram", "call_count": 97}]})}
+    )
+    limiter.observe("1", own, fake.now())
+    assert limiter.level("1", fake.now()) == "pause"
+    assert limiter.blocked_until("1", fake.now()) is None

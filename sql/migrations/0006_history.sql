@@ -724,8 +724,11 @@ comment on column story_final_metrics.final_captured_at is 'When the final snaps
 comment on column account_metric_daily.ig_user_id is 'Instagram user id of the account.';
 comment on column account_metric_daily.account_name is 'The account''s name in the collector configuration.';
 comment on column account_metric_daily.username is 'The account''s Instagram username.';
+-- as 0005_account_source worded it
 comment on column account_metric_daily.day is
-    'The Pacific calendar day the bucket covers: (end_time at time zone America/Los_Angeles)::date - 1.';
+    'The Pacific calendar day of the bucket: (end_time at time zone America/Los_Angeles)::date - 1. '
+    'Meta documents Pacific day buckets; if it cuts an account''s days in that account''s own time '
+    'zone (reported for some accounts), use end_time, which is stored exactly as returned.';
 comment on column account_metric_daily.metric is 'Graph API metric name (reach, follower_count, …).';
 comment on column account_metric_daily.period is 'day (a daily total) or lifetime (a demographic snapshot).';
 comment on column account_metric_daily.breakdown is 'Breakdown name (e.g. country), or '''' for the total.';
