@@ -73,3 +73,41 @@ where status not in ('ok', 'disabled', 'removed')
    or token_expires_at < now() + interval '7 days'
    or errors_24h > 0
 order by name;
+
+-- name: views_a_week_ago
+-- Value at a time: one account's posts and reels, their views and reach as they stood 7 days
+-- ago (and since when), next to their latest values.
+select w.media_id,
+       w.metric,
+       w.value as value_7_days_ago,
+       w.valid_from,
+       l.value as latest,
+       l.captured_at as latest_captured_at
+from media_metric_at(now() - interval '7 days') w
+join media_metric_latest l
+  on l.media_id = w.media_id
+ and l.metric = w.metric
+ and l.breakdown = w.breakdown
+ and l.dimension = w.dimension
+where w.account_name = 'northwind'
+  and l.account_name = 'northwind'
+  and not w.is_story
+  and w.breakdown = ''
+  and w.metric in ('views', 'reach')
+order by w.media_id, w.metric;
+
+-- name: reach_changes_last_30_days
+-- A series over a range: every change of the reach of one account's posts and reels in the
+-- last 30 days, with until when each value held (NULL: still current). The values at the
+-- start of the range are media_metric_at(now() - interval '30 days').
+select media_id,
+       value as reach,
+       valid_from,
+       valid_until
+from media_metric_history
+where account_name = 'northwind'
+  and not is_story
+  and metric = 'reach'
+  and breakdown = ''
+  and valid_from > now() - interval '30 days'
+order by media_id, valid_from;

@@ -148,6 +148,9 @@ async def world(store: store_mod.Store) -> World:
         REEL, now - timedelta(hours=3), views=20000, reach=15000, saved=400
     )
     batch.media_metrics += feed_capture(OLD_POST, now - timedelta(hours=3), views=99999, reach=1)
+    # older captures, for "value at t" and series: the reel 8 days ago, the old post 10 days ago
+    batch.media_metrics += feed_capture(REEL, now - timedelta(days=8), views=5000, reach=4000)
+    batch.media_metrics += feed_capture(OLD_POST, now - timedelta(days=10), views=90000, reach=1)
     batch.media_metrics += feed_capture(SHOP_POST, now - timedelta(hours=3), views=700, reach=650)
     # stories: finalised 20 min before expiry; captured but never finalised; below the viewer
     # threshold (no metrics); still live; and one of the shop, finalised 10 min before expiry
@@ -383,6 +386,8 @@ def test_examples_are_the_ones_tested_here() -> None:
         "story_capture_report",
         "daily_reach_last_14_days",
         "accounts_needing_attention",
+        "views_a_week_ago",
+        "reach_changes_last_30_days",
     }
 
 
@@ -437,3 +442,48 @@ async def test_example_accounts_needing_attention(
     ]
     assert rows[1]["status_reason"] == "code=190 subcode=463 Session has expired"
     assert rows[0]["token_expires_at"] == world.now + timedelta(days=3)
+
+
+async def test_example_views_a_week_ago(world: World, db_conn: asyncpg.Connection) -> None:
+    rows = await db_conn.fetch(example("views_a_week_ago"))
+    ten_days, eight_days = world.now - timedelta(days=10), world.now - timedelta(days=8)
+    assert [tuple(r) for r in rows] == [
+        (OLD_POST, "reach", 1, ten_days, 1, world.now - timedelta(hours=3)),
+        (OLD_POST, "views", 90000, ten_days, 99999, world.now - timedelta(hours=3)),
+        (REEL, "reach", 4000, eight_days, 15000, world.now - timedelta(hours=3)),
+        (REEL, "views", 5000, eight_days, 20000, world.now - timedelta(hours=3)),
+    ]
+
+
+async def test_example_reach_changes_last_30_days(
+    world: World, db_conn: asyncpg.Connection
+) -> None:
+    rows = await db_conn.fetch(example("reach_changes_last_30_days"))
+    now = world.now
+    assert [tuple(r) for r in rows] == [
+        (OLD_POST, 1, now - timedelta(days=10), None),
+        (REEL, 4000, now - timedelta(days=8), now - timedelta(hours=3)),
+        (REEL, 15000, now - timedelta(hours=3), None),
+        (POST, 800, now - timedelta(days=1), now - timedelta(hours=1)),
+        (POST, 1200, now - timedelta(hours=1), None),
+    ]
+
+
+async def test_media_metric_keeps_every_capture(world: World, db_conn: asyncpg.Connection) -> None:
+    # the per-poll view repeats an unchanged value at each capture; the history stores it once
+    rows = await db_conn.fetch(
+        "select captured_at, value from media_metric where media_id = $1 and metric = 'reach' "
+        "order by captured_at",
+        OLD_POST,
+    )
+    assert [tuple(r) for r in rows] == [
+        (world.now - timedelta(days=10), 1),
+        (world.now - timedelta(hours=3), 1),
+    ]
+    assert (
+        await db_conn.fetchval(
+            "select count(*) from media_metric_history where media_id = $1 and metric = 'reach'",
+            OLD_POST,
+        )
+        == 1
+    )
