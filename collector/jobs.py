@@ -603,12 +603,14 @@ async def media_insights(
     status = models.InsightsStatus.OK
     reason: str | None = None
     asked_any = False
+    #: one poll is one capture: every group's values carry the time of the first answer
+    stamp: dict[str, datetime] = {}
     for breakdown, metric_set in groups:
         metrics = [m for m in metric_set if m not in ctx.catalog.rejected(kind)]
         if asked_any:
             checkpoint(ctx, target, batch)
         outcome = await _media_request(
-            ctx, target, media, kind, breakdown, metrics, is_final, batch, skips
+            ctx, target, media, kind, breakdown, metrics, is_final, batch, skips, stamp
         )
         if outcome is None:
             continue
@@ -623,7 +625,7 @@ async def media_insights(
     batch.media_polls.append(
         models.MediaPoll(
             media.media_id,
-            ctx.clock.now(),
+            stamp.get("at") or ctx.clock.now(),
             status,
             is_final=is_final and status is models.InsightsStatus.OK,
             reason=reason,
@@ -766,8 +768,10 @@ async def _media_request(
     is_final: bool,
     batch: models.Batch,
     skips: _Skips,
+    stamp: dict[str, datetime],
 ) -> errors.ObjectError | bool | None:
-    """Ask one metric group; drop rejected metrics and retry. None: nothing was left to ask."""
+    """Ask one metric group; drop rejected metrics and retry. None: nothing was left to ask.
+    Values carry ``stamp["at"]``, set by the first group that answered."""
     for _ in range(_MAX_REJECTIONS):
         if not metrics:
             return None
@@ -805,13 +809,14 @@ async def _media_request(
                 _error_record(target, "media_insights", media.media_id, exc, ctx.clock.now())
             )
             return True
-        _accepted(ctx, kind, metrics, batch, ctx.clock.now())
+        at = stamp.setdefault("at", ctx.clock.now())
+        _accepted(ctx, kind, metrics, batch, at)
         batch.media_metrics.extend(
             parse.media_insights(
                 resp.body,
                 media.media_id,
                 metrics,
-                ctx.clock.now(),
+                at,
                 is_final=is_final,
                 # the breakdown call repeats the plain total; it is stored from the first call
                 with_totals=breakdown is None or not _asked_plain(ctx, kind, metrics),

@@ -136,6 +136,10 @@ class Stats:
     rows_buffered: int = 0
     stories_finalised: int = 0
     stories_missed: int = 0
+    #: the misses by reason (a few keys: ``models.MissReason``)
+    missed_by_reason: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
     throttle_pauses: int = 0
     #: times an account near its usage limit was held to its urgent jobs
     paced: int = 0
@@ -347,6 +351,7 @@ class Runner:
         missed = await self.store.stories_missed_while_down(uid, now=now)
         if missed:
             self.stats.stories_missed += len(missed)
+            self.stats.missed_by_reason[str(models.MissReason.PROCESS_DOWN)] += len(missed)
             if self.telemetry is not None:
                 for _ in missed:
                     self.telemetry.story_final(False, reason=str(models.MissReason.PROCESS_DOWN))
@@ -873,6 +878,7 @@ class Runner:
             return  # counted once
         media.gone = True
         self.stats.stories_missed += 1
+        self.stats.missed_by_reason[str(reason)] += 1
         if self.telemetry is not None:
             self.telemetry.story_final(False, reason=str(reason))
         self.writer.add(

@@ -20,26 +20,32 @@ order by views desc nulls last, media_id
 limit 10;
 
 -- name: story_capture_report
--- Per account, the stories of the last 7 days: how many got their final snapshot before
--- expiry, how many were captured but not finalised, how many have no metrics at all (below
--- the viewer threshold, or missed), and the average lead of the final snapshots.
+-- Per account, the stories of the last 7 days that have expired: how many got their final
+-- snapshot, from the collector's own poll or from Meta's webhook, how many were missed and why,
+-- and the average lead of the final snapshots.
 with per_story as (
-    select account_name,
+    select distinct on (media_id)
+           account_name,
            media_id,
-           bool_or(is_final) as finalised,
-           count(metric) as metric_rows,
-           min(lead_before_expiry) as lead
+           final_source,
+           missed_reason,
+           expires_at - final_captured_at as lead
     from story_final_metrics
     where posted_at > now() - interval '7 days'
       and expires_at <= now()
-    group by account_name, media_id
+    order by media_id
 )
 select account_name,
        count(*) as stories,
-       count(*) filter (where finalised) as finalised,
-       count(*) filter (where not finalised and metric_rows > 0) as not_finalised,
-       count(*) filter (where metric_rows = 0) as without_metrics,
-       date_trunc('second', avg(lead) filter (where finalised)) as avg_final_lead
+       count(*) filter (where final_source = 'poll') as final_by_poll,
+       count(*) filter (where final_source = 'webhook') as final_by_webhook,
+       count(*) filter (where final_source is null) as missed,
+       count(*) filter (where missed_reason = 'below_threshold') as missed_below_threshold,
+       count(*) filter (where missed_reason in ('token_parked', 'throttled')) as missed_paused,
+       count(*) filter (where missed_reason = 'process_down') as missed_process_down,
+       count(*) filter (where missed_reason in ('retries_exhausted', 'gone', 'not_polled'))
+           as missed_otherwise,
+       date_trunc('second', avg(lead) filter (where final_source is not null)) as avg_final_lead
 from per_story
 group by account_name
 order by account_name;

@@ -142,7 +142,7 @@ where excluded.last_seen_at > m.last_seen_at
    );
 
 -- name: insert_media_metrics
--- Change-only history (see sql/migrations/0006_history.sql): a media_metric_value row only
+-- Change-only history (see sql/migrations/0007_history.sql): a media_metric_value row only
 -- when a series takes a new value, a media_capture row per capture, and the current value of
 -- every series in media_metric_current. Captures newer than a series' last one (the usual
 -- case) are compared with its current value and read no history; an older one (a late replay)
@@ -671,7 +671,7 @@ returning ig_user_id;
 
 -- name: maintain_history
 -- $1 the history table, $2 now, $3 months of partitions to create ahead, $4 retention (NULL:
--- keep forever). See collector_maintain in sql/migrations/0006_history.sql.
+-- keep forever). See collector_maintain in sql/migrations/0007_history.sql.
 select action, partition_name from collector_maintain($1, $2, $3, $4);
 
 -- name: partitions_to_compact

@@ -29,6 +29,8 @@ S_UNFINISHED = models.MediaId("18049950123087710")
 S_BELOW = models.MediaId("18031234567890123")
 S_LIVE = models.MediaId("18067890123456789")
 S_SHOP = models.MediaId("18098765432109876")
+BELOW = models.MissReason.BELOW_THRESHOLD
+DOWN = models.MissReason.PROCESS_DOWN
 
 NAVIGATION = {"tap_forward": 301, "tap_back": 22, "tap_exit": 41, "swipe_forward": 24}
 
@@ -179,6 +181,17 @@ async def world(store: store_mod.Store) -> World:
             models.InsightsStatus.BELOW_THRESHOLD,
             reason="(#10) Not enough viewers for the media to show insights",
         ),
+        models.MediaPoll(
+            S_SHOP,
+            w.s_shop_posted + timedelta(hours=23, minutes=50),
+            models.InsightsStatus.OK,
+            is_final=True,
+        ),
+    ]
+    # why the two others have no final snapshot
+    batch.misses += [
+        models.StoryMiss(S_BELOW, w.s_below_posted + timedelta(hours=24), BELOW),
+        models.StoryMiss(S_UNFINISHED, w.s_unfinished_posted + timedelta(hours=24), DOWN),
     ]
     # account metrics: 20 Pacific days of reach, and a demographic snapshot
     for back in range(1, 21):
@@ -315,11 +328,13 @@ async def test_story_final_metrics(world: World, db_conn: asyncpg.Connection) ->
     assert rows[0]["final_captured_at"] == world.s_final_posted + timedelta(hours=23, minutes=40)
     assert rows[0]["account_name"] == "northwind"
 
+    assert {r["final_source"] for r in rows} == {"poll"}
     below = await db_conn.fetch("select * from story_final_metrics where media_id = $1", S_BELOW)
     assert len(below) == 1
     assert below[0]["metric"] is None
     assert below[0]["is_final"] is False
     assert below[0]["insights_status"] == "below_threshold"
+    assert below[0]["missed_reason"] == "below_threshold"
 
     unfinished = await db_conn.fetch(
         "select distinct is_final, lead_before_expiry from story_final_metrics where media_id = $1",
@@ -334,6 +349,49 @@ async def test_story_final_metrics(world: World, db_conn: asyncpg.Connection) ->
         )
         == 0
     )
+
+
+async def test_a_final_snapshot_is_one_capture_never_a_mix(
+    world: World, store: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    # Meta's webhook arrives after the poll's final with part of the figures: kept in the
+    # history, but the final snapshot stays the poll's capture, whole
+    expiry = world.s_final_posted + timedelta(hours=24)
+    batch = models.Batch(
+        media_metrics=[
+            models.MediaMetric(S_FINAL, "reach", "", "", 999, expiry, True),
+            models.MediaMetric(
+                S_FINAL,
+                "navigation",
+                "story_navigation_action_type",
+                "tap_forward",
+                7,
+                expiry,
+                True,
+            ),
+        ],
+        media_polls=[
+            models.MediaPoll(S_FINAL, expiry, models.InsightsStatus.OK, True, None, "webhook")
+        ],
+    )
+    await store.write(batch)
+    rows = await db_conn.fetch(
+        "select metric, dimension, value, captured_at, final_source from story_final_metrics"
+        " where media_id = $1 order by metric, dimension",
+        S_FINAL,
+    )
+    final_at = world.s_final_posted + timedelta(hours=23, minutes=40)
+    assert {r["captured_at"] for r in rows} == {final_at}
+    assert {r["final_source"] for r in rows} == {"poll"}
+    assert ("reach", "", 412) in [(r["metric"], r["dimension"], r["value"]) for r in rows]
+    # the later values are history
+    later = await db_conn.fetchval(
+        "select value from media_metric where media_id = $1 and metric = 'reach'"
+        " and captured_at = $2",
+        S_FINAL,
+        expiry,
+    )
+    assert later == 999
 
 
 async def test_account_metric_daily_uses_the_pacific_day(
@@ -408,17 +466,25 @@ async def test_example_story_capture_report(world: World, db_conn: asyncpg.Conne
         {
             "account_name": "northwind",
             "stories": 3,
-            "finalised": 1,
-            "not_finalised": 1,
-            "without_metrics": 1,
+            "final_by_poll": 1,
+            "final_by_webhook": 0,
+            "missed": 2,
+            "missed_below_threshold": 1,
+            "missed_paused": 0,
+            "missed_process_down": 1,
+            "missed_otherwise": 0,
             "avg_final_lead": timedelta(minutes=20),
         },
         {
             "account_name": "northwind-shop",
             "stories": 1,
-            "finalised": 1,
-            "not_finalised": 0,
-            "without_metrics": 0,
+            "final_by_poll": 1,
+            "final_by_webhook": 0,
+            "missed": 0,
+            "missed_below_threshold": 0,
+            "missed_paused": 0,
+            "missed_process_down": 0,
+            "missed_otherwise": 0,
             "avg_final_lead": timedelta(minutes=10),
         },
     ]

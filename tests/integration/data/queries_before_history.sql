@@ -23,7 +23,8 @@ create temp table stage_media_metric (
     captured_at timestamptz, is_final boolean
 ) on commit delete rows;
 create temp table stage_media_poll (
-    media_id text, polled_at timestamptz, status text, is_final boolean, reason text
+    media_id text, polled_at timestamptz, status text, is_final boolean, reason text,
+    source text
 ) on commit delete rows;
 create temp table stage_account_metric (
     ig_user_id text, metric text, period text, breakdown text, dimension text,
@@ -133,15 +134,26 @@ from stage_media_metric
 on conflict do nothing;
 
 -- name: apply_media_polls
--- The newest poll sets the status; final_captured_at keeps the newest final poll, gone_at the
--- first poll that found the object gone. Polls older than the stored one change no status.
+-- The newest poll sets the status; gone_at keeps the first poll that found the object gone. A
+-- story's final snapshot is one capture: the collector's own final poll when there is one (it
+-- is complete, with the navigation breakdown), else the webhook's; final_source says which.
+-- Polls older than the stored one change no status.
 update media m
 set last_polled_at = greatest(m.last_polled_at, p.polled_at),
     insights_status = case when m.last_polled_at is null or p.polled_at >= m.last_polled_at
         then p.status else m.insights_status end,
     insights_status_reason = case when m.last_polled_at is null or p.polled_at >= m.last_polled_at
         then p.reason else m.insights_status_reason end,
-    final_captured_at = greatest(m.final_captured_at, p.final_at),
+    final_captured_at = case
+        when p.poll_final_at is not null and m.final_source is distinct from 'poll'
+            then p.poll_final_at
+        when p.poll_final_at is not null then greatest(m.final_captured_at, p.poll_final_at)
+        when m.final_captured_at is null then p.webhook_final_at
+        else m.final_captured_at end,
+    final_source = case
+        when p.poll_final_at is not null then 'poll'
+        when m.final_captured_at is null and p.webhook_final_at is not null then 'webhook'
+        else m.final_source end,
     gone_at = least(m.gone_at, p.gone_at)
 from (
     select
@@ -149,7 +161,8 @@ from (
         max(polled_at) as polled_at,
         (array_agg(status order by polled_at desc))[1] as status,
         (array_agg(reason order by polled_at desc))[1] as reason,
-        max(polled_at) filter (where is_final) as final_at,
+        max(polled_at) filter (where is_final and source = 'poll') as poll_final_at,
+        max(polled_at) filter (where is_final and source = 'webhook') as webhook_final_at,
         min(polled_at) filter (where status = 'gone') as gone_at
     from stage_media_poll
     group by media_id
@@ -160,7 +173,9 @@ where m.media_id = p.media_id
       or p.polled_at > m.last_polled_at
       or (p.polled_at = m.last_polled_at
           and (p.status, p.reason) is distinct from (m.insights_status, m.insights_status_reason))
-      or p.final_at > coalesce(m.final_captured_at, '-infinity')
+      or p.poll_final_at > coalesce(m.final_captured_at, '-infinity')
+      or (p.poll_final_at is not null and m.final_source is distinct from 'poll')
+      or (p.webhook_final_at is not null and m.final_captured_at is null)
       or p.gone_at < coalesce(m.gone_at, 'infinity')
   );
 
@@ -496,3 +511,23 @@ on conflict (id) do update set
     set_by = excluded.set_by,
     set_at = excluded.set_at
 where excluded.paused_until > t.paused_until;
+
+-- name: record_story_miss
+-- A story expired without its final snapshot: why (the first reason found is kept; a final
+-- that arrives later, from a replayed spool, still wins in the views).
+update media
+set missed_reason = $3, missed_at = $2, missed_detail = $4
+where media_id = $1 and final_captured_at is null and missed_reason is null;
+
+-- name: stories_missed_while_down
+-- Stories of an account that expired while no collector took their final snapshot (found when
+-- the account's schedule is read again).
+update media
+set missed_reason = 'process_down', missed_at = expires_at
+where ig_user_id = $1
+  and is_story
+  and expires_at <= $2
+  and final_captured_at is null
+  and missed_reason is null
+  and insights_status is distinct from 'gone'
+returning media_id;
