@@ -112,8 +112,16 @@ def start_simulator(
     return Simulator(proc, base_url, text, cfg["accounts"])
 
 
+def database_name(name: str) -> str:
+    """``name`` plus ``$BENCH_DB_SUFFIX``, so that benchmarks run from two checkouts at once on
+    one server do not drop each other's database."""
+    return name + os.environ.get("BENCH_DB_SUFFIX", "")
+
+
 async def fresh_database(name: str) -> str:
-    """Drop and create database ``name`` next to the maintenance database; its DSN."""
+    """Drop and create database ``name`` (see ``database_name``) next to the maintenance
+    database; its DSN."""
+    name = database_name(name)
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
         await conn.execute(f'drop database if exists "{name}" with (force)')
@@ -124,6 +132,7 @@ async def fresh_database(name: str) -> str:
 
 
 async def drop_database(name: str) -> None:
+    name = database_name(name)
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
         await conn.execute(f'drop database if exists "{name}" with (force)')

@@ -73,6 +73,8 @@ class Membership:
         #: resource -> epoch of every lease held
         self.held: dict[str, int] = {}
         self.members = 1
+        #: the live members' names at the last heartbeat
+        self.live: list[str] = [name]
         self._valid_until = 0.0
         self._ensured: frozenset[str] = frozenset()
         self._margin = min(ttl.total_seconds() / 10, 2.0)
@@ -94,6 +96,10 @@ class Membership:
         if account is not None and not self.holds(account):
             raise errors.LeaseLost(f"this process no longer holds account {account}")
 
+    def leads(self) -> bool:
+        """This member does the cluster's housekeeping (the first live name)."""
+        return min(self.live, default=self.name) == self.name
+
     def accounts(self) -> set[str]:
         return {uid for r in self.held if (uid := account_of(r)) is not None}
 
@@ -110,6 +116,7 @@ class Membership:
             self._ensured = wanted_set
         live = await self.store.cluster_heartbeat(self.name, len(self.held), self.ttl)
         self.members = max(1, len(live))
+        self.live = live
         before = dict(self.held)
         renewed = await self.store.lease_renew(self.name, before, self.ttl)
         lost = {r for r in before if r not in renewed}

@@ -715,6 +715,36 @@ class LogSettings(Section):
     format: Annotated[Literal["auto", "json", "console"], pydantic.BeforeValidator(_lower)] = "auto"
 
 
+def _keep(value: object) -> timedelta | None:
+    # "0" (or 0) means keep forever; anything else is a duration such as "400d"
+    if value is None or (
+        isinstance(value, int | float | str) and str(value).strip() in ("0", "0.0")
+    ):
+        return None
+    try:
+        return parse_duration(value)
+    except pydantic_core.PydanticCustomError:
+        raise _value_error(
+            'must be "0" (keep forever) or a positive duration such as "400d" or "730d"'
+        ) from None
+
+
+Keep = Annotated[
+    timedelta | None,
+    pydantic.BeforeValidator(_keep),
+    pydantic.PlainSerializer(
+        lambda v: "0" if v is None else format_duration(v), return_type=str, when_used="json"
+    ),
+]
+
+
+class RetentionSettings(Section):
+    """``[retention]``: how long metric history is kept (dropped by whole months, never DELETEd)."""
+
+    media_metric: Keep = None
+    account_metric: Keep = None
+
+
 class ShutdownSettings(Section):
     """``[shutdown]``: how long SIGTERM waits for in-flight work."""
 
@@ -923,6 +953,7 @@ class Settings(pydantic_settings.BaseSettings):
     web: WebSettings = pydantic.Field(default_factory=WebSettings)
     log: LogSettings = pydantic.Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = pydantic.Field(default_factory=ShutdownSettings)
+    retention: RetentionSettings = pydantic.Field(default_factory=RetentionSettings)
     cluster: ClusterSettings = pydantic.Field(default_factory=ClusterSettings)
     tokens: TokensSettings = pydantic.Field(default_factory=TokensSettings)
     #: run with no enabled account without complaint (see :func:`no_accounts_problem`)

@@ -51,6 +51,8 @@ EXIT_FAILED = 1
 EXIT_SPOOLED = 3
 #: how often the daemon asks a database that did not answer at start
 DATABASE_RETRY = 5.0
+#: how often the history is maintained (partitions ahead, retention, packed indexes)
+MAINTENANCE_EVERY = 86400.0
 
 
 class Daemon:
@@ -265,6 +267,9 @@ class Daemon:
     async def _webhook_sink(self, batch: models.Batch) -> None:
         """Webhook rows are made durable (database or spool) before Meta gets its 200."""
         assert self.writer is not None
+        for poll in batch.media_polls:
+            if poll.source == "webhook":
+                self.telemetry.story_final_sources.labels(source="webhook").inc()
         await self.writer.write(batch)
         await self.writer.flush()
 
@@ -365,6 +370,7 @@ class Daemon:
             tasks.add(asyncio.create_task(self._await_database(run), name="database"))
         if self.membership is not None:
             tasks.add(asyncio.create_task(self._cluster_loop(run), name="cluster"))
+        tasks.add(asyncio.create_task(self._maintenance(), name="maintenance"))
         try:
             watching = set(tasks)
             while watching:
@@ -383,7 +389,7 @@ class Daemon:
             self.notifier.stopping()
             self.log.info("daemon_stopping", in_flight=run.in_flight)
             for task in tasks:
-                if task.get_name() in ("reloader", "database", "accounts"):
+                if task.get_name() in ("reloader", "database", "accounts", "maintenance"):
                     task.cancel()
             runner_task = next(t for t in tasks if t.get_name() == "runner")
             if not runner_task.done():
@@ -514,6 +520,28 @@ class Daemon:
             )
         elif mine is not None and mine > now and (shared is None or mine > shared[0]):
             await member.store.set_app_throttle(mine, limiter.app_reason or "", member.name)
+
+    async def _maintenance(self) -> None:
+        """Daily: history partitions ahead, months past ``[retention]`` dropped, finished
+        months' indexes rebuilt packed (one member of a cluster does it)."""
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), MAINTENANCE_EVERY)
+            if self.stop.is_set() or self.store is None or not self.database_ready:
+                continue
+            if self.membership is not None and not self.membership.leads():
+                continue
+            retention = self.settings.retention
+            try:
+                done = await self.store.maintain(
+                    self.clock.now(),
+                    media_metric=retention.media_metric,
+                    account_metric=retention.account_metric,
+                )
+            except errors.StoreError as exc:
+                self.log.warning("maintenance_failed", message=str(exc)[:300])
+                continue
+            self.log.info("maintenance_done", actions=len(done), partitions=done[:20])
 
     async def _cluster_loop(self, run: runner.Runner) -> None:
         assert self.membership is not None

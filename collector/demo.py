@@ -238,6 +238,7 @@ async def summary(conn: Any, sim: server.Simulator, out: TextIO) -> int:
                 finalised_total += 1
                 state = (
                     f"final snapshot {_fmt_lead(story['lead_before_expiry'])} before expiry"
+                    f" by {story['final_source'] or 'poll'}"
                     f" (reach {story['reach'] if story['reach'] is not None else '-'},"
                     f" views {story['views'] if story['views'] is not None else '-'})"
                 )
@@ -246,10 +247,12 @@ async def summary(conn: Any, sim: server.Simulator, out: TextIO) -> int:
                 state = "not due yet (final snapshot comes shortly before expiry)" + (
                     f"; last poll: {status}" if status not in (None, "ok") else ""
                 )
+            elif story["missed_reason"] is not None:
+                state = f"missed: {story['missed_reason']}"
             elif story["insights_status"] not in (None, "ok"):
                 state = f"no final snapshot: {story['insights_status']}"
             else:
-                state = "expired without a final snapshot (missed)"
+                state = "expired without a final snapshot (missed, reason not recorded yet)"
             print(
                 f"    story {story['media_id']} expires {_fmt_time(story['expires_at'])}: {state}",
                 file=out,

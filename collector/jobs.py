@@ -346,6 +346,7 @@ def _account_answers(
     account_failure: errors.GraphError | None = None
     for op, result in zip(chunk, results, strict=True):
         if not isinstance(result, errors.GraphError):
+            _accepted(ctx, models.ObjectKind.ACCOUNT, op.metrics, batch, captured_at)
             batch.account_metrics.extend(
                 parse.account_insights(
                     result,
@@ -412,6 +413,21 @@ async def call_many(
             results.append(resp.body)
         return results
     return await ctx.client.batch(ops, token=target.token, account=target.ig_user_id)
+
+
+def _accepted(
+    ctx: Context,
+    kind: models.ObjectKind,
+    metrics: Sequence[str],
+    batch: models.Batch,
+    at: datetime,
+) -> None:
+    """The API answered for ``metrics`` of ``kind``: recorded in ``metric_support`` (once per
+    process and metric), so it holds what was accepted as well as what was rejected."""
+    for metric in ctx.catalog.accept(kind, metrics):
+        batch.verdicts.append(
+            models.MetricVerdict(kind, metric, ctx.catalog.api_version, True, "accepted", at)
+        )
 
 
 def _learn(
@@ -548,6 +564,7 @@ async def _list_stories(
             listing.stories.append(story)
             nested = item.get("insights") if insights else None
             if isinstance(nested, dict):
+                _accepted(ctx, models.ObjectKind.STORY, insights, found, now)
                 found.media_metrics.extend(
                     parse.media_insights(nested, story.media_id, insights, now, skipped=skips)
                 )
@@ -586,12 +603,14 @@ async def media_insights(
     status = models.InsightsStatus.OK
     reason: str | None = None
     asked_any = False
+    #: one poll is one capture: every group's values carry the time of the first answer
+    stamp: dict[str, datetime] = {}
     for breakdown, metric_set in groups:
         metrics = [m for m in metric_set if m not in ctx.catalog.rejected(kind)]
         if asked_any:
             checkpoint(ctx, target, batch)
         outcome = await _media_request(
-            ctx, target, media, kind, breakdown, metrics, is_final, batch, skips
+            ctx, target, media, kind, breakdown, metrics, is_final, batch, skips, stamp
         )
         if outcome is None:
             continue
@@ -606,7 +625,7 @@ async def media_insights(
     batch.media_polls.append(
         models.MediaPoll(
             media.media_id,
-            ctx.clock.now(),
+            stamp.get("at") or ctx.clock.now(),
             status,
             is_final=is_final and status is models.InsightsStatus.OK,
             reason=reason,
@@ -675,6 +694,7 @@ async def media_insights_many(
             for media, result in zip(chunk, results, strict=True):
                 metrics = asked[media.media_id]
                 if not isinstance(result, errors.GraphError):
+                    _accepted(ctx, media.kind, metrics, batch, captured_at)
                     batch.media_metrics.extend(
                         parse.media_insights(
                             result, media.media_id, metrics, captured_at, skipped=skips
@@ -748,8 +768,10 @@ async def _media_request(
     is_final: bool,
     batch: models.Batch,
     skips: _Skips,
+    stamp: dict[str, datetime],
 ) -> errors.ObjectError | bool | None:
-    """Ask one metric group; drop rejected metrics and retry. None: nothing was left to ask."""
+    """Ask one metric group; drop rejected metrics and retry. None: nothing was left to ask.
+    Values carry ``stamp["at"]``, set by the first group that answered."""
     for _ in range(_MAX_REJECTIONS):
         if not metrics:
             return None
@@ -787,12 +809,14 @@ async def _media_request(
                 _error_record(target, "media_insights", media.media_id, exc, ctx.clock.now())
             )
             return True
+        at = stamp.setdefault("at", ctx.clock.now())
+        _accepted(ctx, kind, metrics, batch, at)
         batch.media_metrics.extend(
             parse.media_insights(
                 resp.body,
                 media.media_id,
                 metrics,
-                ctx.clock.now(),
+                at,
                 is_final=is_final,
                 # the breakdown call repeats the plain total; it is stored from the first call
                 with_totals=breakdown is None or not _asked_plain(ctx, kind, metrics),

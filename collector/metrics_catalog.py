@@ -160,6 +160,8 @@ class Catalog:
         self.login = login
         self._unavailable = FACEBOOK_LOGIN_ONLY if login == "instagram" else frozenset()
         self._rejected: dict[Kind, set[str]] = {}
+        #: metrics the API answered for, recorded once per process (shared with clones)
+        self._accepted: dict[Kind, set[str]] = {}
         self._overrides = {Kind(k): tuple(v) for k, v in (overrides or {}).items()}
         for verdict in verdicts:
             if verdict.api_version == self.api_version and not verdict.supported:
@@ -172,6 +174,7 @@ class Catalog:
         clone.login = self.login
         clone._unavailable = self._unavailable
         clone._rejected = self._rejected
+        clone._accepted = self._accepted
         return clone
 
     def rejected(self, kind: Kind) -> frozenset[str]:
@@ -209,6 +212,14 @@ class Catalog:
             if metrics:
                 result.append(dataclasses.replace(request, metrics=metrics))
         return tuple(result)
+
+    def accept(self, kind: Kind, metrics: Iterable[str]) -> list[str]:
+        """Note that the API answered for ``metrics`` of ``kind``; returns those not noted
+        before by this process (to record in ``metric_support``)."""
+        known = self._accepted.setdefault(kind, set())
+        fresh = [m for m in metrics if m not in known and m not in self._rejected.get(kind, ())]
+        known.update(fresh)
+        return fresh
 
     def reject(self, kind: Kind, metric: str) -> bool:
         """Remember that ``metric`` is not accepted for ``kind``; False if already known."""

@@ -145,6 +145,30 @@ class MediaPoll:
     status: InsightsStatus
     is_final: bool = False
     reason: str | None = None
+    #: where a final capture came from: "poll" (the collector's own call) or "webhook"
+    source: str = "poll"
+
+
+class MissReason(enum.StrEnum):
+    """Why a story expired without its final snapshot."""
+
+    BELOW_THRESHOLD = "below_threshold"  # under 5 viewers at the end: Meta shows no insights
+    TOKEN_PARKED = "token_parked"  # noqa: S105  (a reason, not a password)
+    THROTTLED = "throttled"  # the account or the app was paused by a rate limit
+    PROCESS_DOWN = "process_down"  # no collector was running through its final window
+    RETRIES_EXHAUSTED = "retries_exhausted"  # every final poll in the window failed
+    GONE = "gone"  # deleted before it expired
+    NOT_POLLED = "not_polled"  # found too late, or held back (a full spool)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoryMiss:
+    """A story expired without its final snapshot, and why (updates the ``media`` row)."""
+
+    media_id: MediaId
+    at: datetime
+    reason: MissReason
+    detail: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,6 +265,7 @@ class Batch:
     successes: list[AccountSuccess] = dataclasses.field(default_factory=list)
     token_checks: list[TokenCheck] = dataclasses.field(default_factory=list)
     usages: list[AccountUsage] = dataclasses.field(default_factory=list)
+    misses: list[StoryMiss] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(getattr(self, field.name)) for field in dataclasses.fields(self))

@@ -103,7 +103,14 @@ KINDS: tuple[Kind, ...] = (
         models.MediaPoll,
         "stage_media_poll",
         ("apply_media_polls",),
-        lambda p: (p.media_id, p.polled_at, str(p.status), p.is_final, p.reason),
+        lambda p: (p.media_id, p.polled_at, str(p.status), p.is_final, p.reason, p.source),
+    ),
+    Kind(
+        "misses",
+        models.StoryMiss,
+        None,
+        ("record_story_miss",),
+        lambda m: (m.media_id, m.at, str(m.reason), m.detail),
     ),
     Kind(
         "account_metrics",

@@ -136,6 +136,10 @@ class Stats:
     rows_buffered: int = 0
     stories_finalised: int = 0
     stories_missed: int = 0
+    #: the misses by reason (a few keys: ``models.MissReason``)
+    missed_by_reason: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
     throttle_pauses: int = 0
     #: times an account near its usage limit was held to its urgent jobs
     paced: int = 0
@@ -344,6 +348,19 @@ class Runner:
         if not read:
             raise errors.DatabaseUnavailable("the database did not answer for another account")
         uid = state.target.ig_user_id
+        missed = await self.store.stories_missed_while_down(uid, now=now)
+        if missed:
+            self.stats.stories_missed += len(missed)
+            self.stats.missed_by_reason[str(models.MissReason.PROCESS_DOWN)] += len(missed)
+            if self.telemetry is not None:
+                for _ in missed:
+                    self.telemetry.story_final(False, reason=str(models.MissReason.PROCESS_DOWN))
+            self.log.warning(
+                "stories_missed_while_down",
+                account=state.target.name,
+                stories=len(missed),
+                reason="they expired while no collector ran",
+            )
         last = await self.store.last_captures(uid)
         state.last_metric_end = await self.store.last_account_metric_end(uid)
         return last, await self.store.media_schedule(uid, now=now)
@@ -386,7 +403,7 @@ class Runner:
             ):
                 continue
             if not media.final_taken and not media.gone:
-                self._story_missed(uid, media_id, media, "expired before its final snapshot")
+                self._story_missed(state, media_id, media, self._why_missed(state, now), None)
             del state.media[media_id]
             self.scheduler.discard((uid, Kind.STORY_INSIGHTS, media_id))
 
@@ -834,7 +851,9 @@ class Runner:
         if not job.final and stories.past_final_start(retry_at, media.expires_at, lead):
             retry_at = max(stories.final_start(media.expires_at, lead), now)
         if stories.expired(retry_at, media.expires_at):
-            self._story_missed(job.account, job.object_id or "", media, "retries ran out")
+            self._story_missed(
+                state, job.object_id or "", media, models.MissReason.RETRIES_EXHAUSTED, None
+            )
             return
         final = job.final or stories.in_final_window(retry_at, media.expires_at, lead)
         self._queue(
@@ -846,14 +865,48 @@ class Runner:
             )
         )
 
-    def _story_missed(self, uid: str, story_id: str, media: _MediaState, why: str) -> None:
+    def _story_missed(
+        self,
+        state: AccountState,
+        story_id: str,
+        media: _MediaState,
+        reason: models.MissReason,
+        detail: str | None,
+    ) -> None:
+        """A story will have no final snapshot: say why, on its row, in /metrics and the log."""
         if media.gone:
             return  # counted once
         media.gone = True
         self.stats.stories_missed += 1
+        self.stats.missed_by_reason[str(reason)] += 1
         if self.telemetry is not None:
-            self.telemetry.story_final(False)
-        self.log.warning("story_final_missed", ig_user_id=uid, media_id=story_id, reason=why)
+            self.telemetry.story_final(False, reason=str(reason))
+        self.writer.add(
+            models.Batch(
+                misses=[
+                    models.StoryMiss(
+                        models.MediaId(story_id), self.clock.now(), reason, (detail or None)
+                    )
+                ]
+            )
+        )
+        self.log.warning(
+            "story_final_missed",
+            account=state.target.name,
+            media_id=story_id,
+            reason=str(reason),
+            detail=detail,
+        )
+
+    def _why_missed(self, state: AccountState, now: datetime) -> models.MissReason:
+        """Why a story's window closed with no final snapshot taken, from the account's state."""
+        if state.parked_reason is not None:
+            return models.MissReason.TOKEN_PARKED
+        if state.status is models.AccountStatus.THROTTLED or self.limiter.blocked_until(
+            state.target.ig_user_id, now
+        ):
+            return models.MissReason.THROTTLED
+        return models.MissReason.NOT_POLLED
 
     async def _dispatch(
         self,
@@ -1104,7 +1157,7 @@ class Runner:
             state.tally.media_polled += 1
             if poll.status in _FINISHED:
                 if entry.expires_at is not None and not entry.final_taken:
-                    self._story_missed(uid, media_id, entry, poll.reason or "gone")
+                    self._story_missed(state, media_id, entry, _miss_of(poll.status), poll.reason)
                 entry.gone = True
                 continue
             self._schedule_media(state, media_id, entry, now)
@@ -1124,7 +1177,7 @@ class Runner:
         self.stats.stories_finalised += 1
         lead = (entry.expires_at - polled_at).total_seconds()
         if self.telemetry is not None:
-            self.telemetry.story_final(True, lead)
+            self.telemetry.story_final(True, lead, source="poll")
         self.log.info(
             "story_finalised",
             account=state.target.name,
@@ -1155,12 +1208,18 @@ class Runner:
             if poll is not None and poll.is_final:
                 self._finalised(state, media_id, entry, poll.polled_at, job_due=job.due_at)
             elif job.final and status is models.InsightsStatus.BELOW_THRESHOLD:
-                entry.final_taken = True  # below 5 viewers at the end: that is the final word
+                # below 5 viewers at the end: that is the final word, and it is no snapshot
                 state.tally.media_polled += 1
+                self._story_missed(state, media_id, entry, models.MissReason.BELOW_THRESHOLD, None)
+                return
             elif status is models.InsightsStatus.GONE:
                 if not entry.final_taken:
                     self._story_missed(
-                        uid, media_id, entry, (poll.reason if poll else None) or "gone"
+                        state,
+                        media_id,
+                        entry,
+                        models.MissReason.GONE,
+                        poll.reason if poll else None,
                     )
                 entry.gone = True
                 return
@@ -1194,6 +1253,14 @@ class Runner:
                 expires_at=soonest.isoformat(),
                 days_left=round((soonest - now).total_seconds() / 86400, 1),
             )
+
+
+def _miss_of(status: models.InsightsStatus) -> models.MissReason:
+    if status is models.InsightsStatus.BELOW_THRESHOLD:
+        return models.MissReason.BELOW_THRESHOLD
+    if status is models.InsightsStatus.GONE:
+        return models.MissReason.GONE
+    return models.MissReason.NOT_POLLED
 
 
 def _media_record(uid: str, media_id: str, entry: _MediaState, now: datetime) -> models.Media:

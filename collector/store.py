@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -78,6 +78,9 @@ class Store:
         self._pool = pool
         self._where = where
         self._password = password
+        #: (history table, first day of a month) whose partition is known to exist
+        self._months: set[tuple[str, date]] = set()
+        self._partitioning = asyncio.Lock()
         #: cluster mode: this process's member name; account bookkeeping written under a
         #: lease epoch this member no longer holds is refused (see ``records.FENCED``)
         self.fence_holder: str | None = None
@@ -168,6 +171,87 @@ class Store:
         """Apply pending migrations (see ``schema.migrate``)."""
         async with self._conn("migrate") as conn:
             return await schema.migrate(conn)
+
+    async def maintain(
+        self,
+        now: datetime,
+        *,
+        media_metric: timedelta | None = None,
+        account_metric: timedelta | None = None,
+        months_ahead: int = 2,
+        compact: bool = True,
+    ) -> list[tuple[str, str]]:
+        """Create history partitions ahead, drop months past retention (``None``: keep all)
+        and, with ``compact``, rebuild finished months' indexes packed.
+
+        Meant to run daily, with the ``[retention]`` durations (and at start without
+        ``compact``, which can take minutes on a large history); a write that reaches a month
+        without a partition creates it first, so a late call costs no data. Returns
+        ``(action, partition)`` pairs, ``action`` being ``created``, ``dropped`` or
+        ``compacted``.
+        """
+        done: list[tuple[str, str]] = []
+        for parent, keep in (
+            ("media_capture", media_metric),
+            ("media_metric_value", media_metric),
+            ("account_metric_value", account_metric),
+        ):
+            # one table per transaction: partition DDL locks its parent exclusively
+            async with self._conn("maintain history") as conn, conn.transaction():
+                rows = await conn.fetch(_q("maintain_history"), parent, now, months_ahead, keep)
+            done += [(r["action"], r["partition_name"]) for r in rows]
+        self._months.clear()  # dropped months must be looked up again
+        if compact:
+            done += await self._compact(now - timedelta(days=1))
+        return done
+
+    async def _compact(self, before: datetime) -> list[tuple[str, str]]:
+        """Rebuild, packed, the indexes of partitions whose month ended before ``before``.
+
+        A month's rows arrive in time order but its indexes are keyed by series, so they fill
+        to about two thirds while it is written; once the month is over only late replays
+        still arrive. ``REINDEX CONCURRENTLY`` keeps reads and writes going meanwhile, and
+        cannot run inside a transaction: one statement each.
+        """
+        done: list[tuple[str, str]] = []
+        async with self._conn("compact history") as conn:
+            for row in await conn.fetch(_q("partitions_to_compact"), before):
+                name = row["partition_name"]
+                for index in await conn.fetch(_q("index_names"), name):
+                    # identifiers cannot be parameters; these names are ours ([a-z0-9_]+)
+                    quoted = '"' + index["index_name"].replace('"', '""') + '"'
+                    await conn.execute(f"alter index {quoted} set (fillfactor = 100)")
+                quoted = '"' + name.replace('"', '""') + '"'
+                await conn.execute(f"reindex table concurrently {quoted}")
+                await conn.execute(_q("mark_compacted"), name, before)
+                done.append(("compacted", name))
+        return done
+
+    async def _ensure_partitions(self, batch: models.Batch) -> None:
+        """Create the monthly partitions the batch's history needs, each in its own transaction.
+
+        Outside the write's transaction on purpose: partition DDL there would deadlock with
+        concurrent writers. The months known to exist are cached, so this is free per batch.
+        """
+        needed: dict[str, set[date]] = {}
+        for v in batch.media_metrics:
+            needed.setdefault("media_metric_value", set()).add(_month(v.captured_at))
+        if "media_metric_value" in needed:
+            needed["media_capture"] = needed["media_metric_value"]
+        for a in batch.account_metrics:
+            needed.setdefault("account_metric_value", set()).add(_month(a.end_time))
+        wanted = {(parent, m) for parent, months in needed.items() for m in months}
+        if wanted <= self._months:
+            return
+        async with self._partitioning, self._conn("create history partitions") as conn:
+            if not self._months:
+                rows = await conn.fetch(_q("history_partitions"))
+                self._months.update((r["parent"], r["month"]) for r in rows)
+            for parent, month in sorted(wanted - self._months):
+                start = datetime(month.year, month.month, 1, tzinfo=UTC)
+                # a month past retention stays dropped (the write then skips its rows)
+                await conn.fetch(_q("ensure_partitions"), parent, start, start)
+                self._months.add((parent, month))
 
     async def ping(self) -> None:
         """Raise ``DatabaseUnavailable`` unless the database answers."""
@@ -267,6 +351,7 @@ class Store:
         if not len(batch):
             return
         ids = records.account_ids(batch)
+        await self._ensure_partitions(batch)
         async with self._conn("write batch") as conn, conn.transaction():
             if self.fence_holder is not None and (stamped := records.fenced(batch)):
                 batch = await self._fence(conn, batch, stamped)
@@ -422,6 +507,14 @@ class Store:
             for r in rows
         ]
 
+    async def stories_missed_while_down(self, ig_user_id: str, *, now: datetime) -> list[str]:
+        """Mark the account's stories that expired with no final snapshot and no recorded
+        reason as missed while no collector ran; returns their ids."""
+        rows = await self._fetch(
+            "mark stories missed", "stories_missed_while_down", ig_user_id, now
+        )
+        return [r["media_id"] for r in rows]
+
     async def last_account_metric_end(self, ig_user_id: str) -> datetime | None:
         """The end of the newest stored ``day`` bucket of the account, if any."""
         rows = await self._fetch("read account metrics", "last_account_metric_end", ig_user_id)
@@ -440,6 +533,12 @@ async def _init_connection(conn: Any) -> None:
 
 async def _stage(conn: Any, table: str, records: list[tuple[Any, ...]]) -> None:
     await conn.copy_records_to_table(table, records=records)
+
+
+def _month(at: datetime) -> date:
+    """The first day of the UTC month of ``at``: which monthly history partition holds it."""
+    utc = at.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
 
 
 def _media(r: Any) -> models.Media:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import prometheus_client
 
 import collector
+from collector import models
 
 #: the ``Content-Type`` of :meth:`Telemetry.render`
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
@@ -108,6 +109,19 @@ class Telemetry:
             ["result"],
             registry=r,
         )
+        self.story_final_sources = prometheus_client.Counter(
+            "collector_story_final_sources",
+            "Story final snapshots taken, by where they came from (poll or webhook).",
+            ["source"],
+            registry=r,
+        )
+        self.story_misses = prometheus_client.Counter(
+            "collector_story_misses",
+            "Stories that expired without a final snapshot, by reason (below_threshold, "
+            "token_parked, throttled, process_down, retries_exhausted, gone, not_polled).",
+            ["reason"],
+            registry=r,
+        )
         self.story_final_lead = prometheus_client.Histogram(
             "collector_story_final_lead_seconds",
             "How long before a story expired its final snapshot was taken.",
@@ -180,6 +194,10 @@ class Telemetry:
             self.accounts.labels(status=status)
         for result in ("taken", "missed"):
             self.story_finals.labels(result=result)
+        for source in ("poll", "webhook"):
+            self.story_final_sources.labels(source=source)
+        for reason in models.MissReason:
+            self.story_misses.labels(reason=str(reason))
 
     # ------------------------------------------------------------------ events
 
@@ -198,11 +216,23 @@ class Telemetry:
         if lateness_s is not None:
             self.job_lateness.labels(kind=kind).observe(max(lateness_s, 0.0))
 
-    def story_final(self, taken: bool, lead_s: float | None = None) -> None:
-        """A story's final snapshot was taken (``lead_s`` before expiry) or missed."""
+    def story_final(
+        self,
+        taken: bool,
+        lead_s: float | None = None,
+        *,
+        source: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A story's final snapshot was taken (``lead_s`` before expiry, from ``source``) or
+        missed (for ``reason``)."""
         self.story_finals.labels(result="taken" if taken else "missed").inc()
         if taken and lead_s is not None:
             self.story_final_lead.observe(max(lead_s, 0.0))
+        if taken and source is not None:
+            self.story_final_sources.labels(source=source).inc()
+        if not taken and reason is not None:
+            self.story_misses.labels(reason=reason).inc()
 
     def rows_written(self, table: str, n: int) -> None:
         if n > 0:

@@ -2,7 +2,12 @@
 
 Meta posts a story's final metrics when it expires, with the legacy keys only (``impressions``,
 ``reach``, ``taps_forward``, ``taps_back``, ``exits``, ``replies``), and retries a delivery for up
-to 36 hours. Every record is keyed on the entry's ``time`` (when Meta produced the notification),
+to 36 hours. ``impressions`` is stored as ``views``, the name the poller uses for the same figure
+since v22. A delivery is one capture of its own (a media poll with ``source = 'webhook'``): the
+story's final snapshot only when the collector took none (its own final poll, with the
+navigation breakdown, wins), and never mixed with a poll's values.
+
+Every record is keyed on the entry's ``time`` (when Meta produced the notification),
 never on the arrival time, so a retried delivery yields the same rows and the store's
 ``ON CONFLICT DO NOTHING`` keeps one copy. Bad input is logged and skipped, never raised.
 """
@@ -23,7 +28,8 @@ NAVIGATION_BREAKDOWN = "story_navigation_action_type"
 
 #: webhook key → plain metric name
 PLAIN_METRICS: Mapping[str, str] = {
-    "impressions": "impressions",
+    # the same figure the poller stores as views (Meta renamed impressions to views in v22)
+    "impressions": "views",
     "reach": "reach",
     "replies": "replies",
 }
@@ -132,6 +138,13 @@ def _story(
                 value=number,
                 captured_at=at,
                 is_final=True,
+            )
+        )
+    if any(m.media_id == media_id for m in batch.media_metrics):
+        # a final capture of its own: the story's final snapshot when no poll was final
+        batch.media_polls.append(
+            models.MediaPoll(
+                media_id, at, models.InsightsStatus.OK, is_final=True, source="webhook"
             )
         )
     if skipped:

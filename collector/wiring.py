@@ -162,6 +162,13 @@ async def prepare(
     sources' listings (``names``; without it, the configured accounts only)."""
     await st.check_schema()
     now = clock.now()
+    # history partitions ahead and retention; compaction is for the daily call (it can be slow)
+    await st.maintain(
+        now,
+        media_metric=settings.retention.media_metric,
+        account_metric=settings.retention.account_metric,
+        compact=False,
+    )
     if names is None:
         await st.sync_accounts([a.row() for a in settings.accounts], now)
     else:

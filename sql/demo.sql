@@ -45,18 +45,21 @@ where a.ig_user_id = any($1::text[])
 order by a.name;
 
 -- name: stories
--- Every story of the accounts $1 with its last captured reach and views and, when finalised, how long before
--- expiry the final snapshot was taken.
+-- Every story of the accounts $1 with the reach and views of its final snapshot (or its last
+-- capture) and, when finalised, how long before expiry and from where; else why it was missed.
 select ig_user_id,
        media_id,
        posted_at,
        expires_at,
        final_captured_at,
        expires_at - final_captured_at as lead_before_expiry,
+       final_source,
+       missed_reason,
        insights_status,
        max(value) filter (where metric = 'reach' and breakdown = '') as reach,
        max(value) filter (where metric = 'views' and breakdown = '') as views
 from story_final_metrics
 where ig_user_id = any($1::text[])
-group by ig_user_id, media_id, posted_at, expires_at, final_captured_at, insights_status
+group by ig_user_id, media_id, posted_at, expires_at, final_captured_at, final_source,
+         missed_reason, insights_status
 order by ig_user_id, expires_at;

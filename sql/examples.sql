@@ -20,26 +20,32 @@ order by views desc nulls last, media_id
 limit 10;
 
 -- name: story_capture_report
--- Per account, the stories of the last 7 days: how many got their final snapshot before
--- expiry, how many were captured but not finalised, how many have no metrics at all (below
--- the viewer threshold, or missed), and the average lead of the final snapshots.
+-- Per account, the stories of the last 7 days that have expired: how many got their final
+-- snapshot, from the collector's own poll or from Meta's webhook, how many were missed and why,
+-- and the average lead of the final snapshots.
 with per_story as (
-    select account_name,
+    select distinct on (media_id)
+           account_name,
            media_id,
-           bool_or(is_final) as finalised,
-           count(metric) as metric_rows,
-           min(lead_before_expiry) as lead
+           final_source,
+           missed_reason,
+           expires_at - final_captured_at as lead
     from story_final_metrics
     where posted_at > now() - interval '7 days'
       and expires_at <= now()
-    group by account_name, media_id
+    order by media_id
 )
 select account_name,
        count(*) as stories,
-       count(*) filter (where finalised) as finalised,
-       count(*) filter (where not finalised and metric_rows > 0) as not_finalised,
-       count(*) filter (where metric_rows = 0) as without_metrics,
-       date_trunc('second', avg(lead) filter (where finalised)) as avg_final_lead
+       count(*) filter (where final_source = 'poll') as final_by_poll,
+       count(*) filter (where final_source = 'webhook') as final_by_webhook,
+       count(*) filter (where final_source is null) as missed,
+       count(*) filter (where missed_reason = 'below_threshold') as missed_below_threshold,
+       count(*) filter (where missed_reason in ('token_parked', 'throttled')) as missed_paused,
+       count(*) filter (where missed_reason = 'process_down') as missed_process_down,
+       count(*) filter (where missed_reason in ('retries_exhausted', 'gone', 'not_polled'))
+           as missed_otherwise,
+       date_trunc('second', avg(lead) filter (where final_source is not null)) as avg_final_lead
 from per_story
 group by account_name
 order by account_name;
@@ -73,3 +79,41 @@ where status not in ('ok', 'disabled', 'removed')
    or token_expires_at < now() + interval '7 days'
    or errors_24h > 0
 order by name;
+
+-- name: views_a_week_ago
+-- Value at a time: one account's posts and reels, their views and reach as they stood 7 days
+-- ago (and since when), next to their latest values.
+select w.media_id,
+       w.metric,
+       w.value as value_7_days_ago,
+       w.valid_from,
+       l.value as latest,
+       l.captured_at as latest_captured_at
+from media_metric_at(now() - interval '7 days') w
+join media_metric_latest l
+  on l.media_id = w.media_id
+ and l.metric = w.metric
+ and l.breakdown = w.breakdown
+ and l.dimension = w.dimension
+where w.account_name = 'northwind'
+  and l.account_name = 'northwind'
+  and not w.is_story
+  and w.breakdown = ''
+  and w.metric in ('views', 'reach')
+order by w.media_id, w.metric;
+
+-- name: reach_changes_last_30_days
+-- A series over a range: every change of the reach of one account's posts and reels in the
+-- last 30 days, with until when each value held (NULL: still current). The values at the
+-- start of the range are media_metric_at(now() - interval '30 days').
+select media_id,
+       value as reach,
+       valid_from,
+       valid_until
+from media_metric_history
+where account_name = 'northwind'
+  and not is_story
+  and metric = 'reach'
+  and breakdown = ''
+  and valid_from > now() - interval '30 days'
+order by media_id, valid_from;

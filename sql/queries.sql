@@ -1,5 +1,10 @@
 -- Named queries of collector/store.py (the only user of this file). Each block starts with a
--- "-- name: <name>" line; parameters are $1, $2, …
+-- "-- name: <name>" line; parameters are $1, $2, … A block without parameters may be a script
+-- of several statements (run in one round trip); each statement then sees what the previous
+-- ones wrote.
+--
+-- Ids: account and media keep text ids; the history tables key them as bigint, so statements
+-- cast staged and parameter ids (`$1::text::bigint`) and reads return ids as text.
 --
 -- Writes go through per-connection staging tables: COPY a batch into them, then one
 -- INSERT … SELECT … ON CONFLICT per target table. Every write is idempotent: replaying a batch
@@ -22,8 +27,18 @@ create temp table stage_media_metric (
     media_id text, metric text, breakdown text, dimension text, value numeric,
     captured_at timestamptz, is_final boolean
 ) on commit delete rows;
+-- stage_media_metric resolved to series (ids, key, the series' stored state): the work table
+-- of insert_media_metrics, not filled by the Python side
+create temp table stage_media_value (
+    series_id integer, media_id bigint, key_id integer, captured_at timestamptz, value numeric,
+    is_final boolean, cur_value numeric, cur_at timestamptz, fresh boolean
+) on commit delete rows;
+create temp table stage_media_capture (
+    media_id bigint, captured_at timestamptz, key_ids integer[], is_final boolean
+) on commit delete rows;
 create temp table stage_media_poll (
-    media_id text, polled_at timestamptz, status text, is_final boolean, reason text
+    media_id text, polled_at timestamptz, status text, is_final boolean, reason text,
+    source text
 ) on commit delete rows;
 create temp table stage_account_metric (
     ig_user_id text, metric text, period text, breakdown text, dimension text,
@@ -127,21 +142,222 @@ where excluded.last_seen_at > m.last_seen_at
    );
 
 -- name: insert_media_metrics
-insert into media_metric (media_id, metric, breakdown, dimension, value, captured_at, is_final)
-select media_id, metric, breakdown, dimension, value, captured_at, is_final
-from stage_media_metric
+-- Change-only history (see sql/migrations/0007_history.sql): a media_metric_value row only
+-- when a series takes a new value, a media_capture row per capture, and the current value of
+-- every series in media_metric_current. Captures newer than a series' last one (the usual
+-- case) are compared with its current value and read no history; an older one (a late replay)
+-- reads the stored history around it, and when it changes the value, the next stored capture
+-- gets a row restoring what it saw. A replay of stored captures writes nothing at all.
+insert into metric_key (metric, breakdown, dimension)
+select distinct s.metric, s.breakdown, s.dimension
+from stage_media_metric s
+where not exists (
+    select 1 from metric_key k
+    where (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
+)
 on conflict do nothing;
+-- captures older than the retention horizon would recreate a dropped month: not kept
+delete from stage_media_metric
+where captured_at < (select horizon from history_retention where relation = 'media_metric_value');
+-- series seen for the first time are created with their final state (the batch's last value,
+-- when it last changed): the statements below then only add their value rows
+with fresh as (
+    select distinct on (s.media_id::bigint, k.key_id, s.captured_at)
+        s.media_id::bigint as media_id, k.key_id, s.captured_at, s.value, s.is_final
+    from stage_media_metric s
+    join metric_key k
+        on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
+    where not exists (
+        select 1 from media_metric_current e
+        where e.media_id = s.media_id::bigint and e.key_id = k.key_id
+    )
+    order by s.media_id::bigint, k.key_id, s.captured_at, s.is_final desc
+),
+flagged as (
+    select f.*,
+           f.value is distinct from lag(f.value) over (
+               partition by f.media_id, f.key_id order by f.captured_at
+           ) as changed
+    from fresh f
+)
+insert into media_metric_current as c (
+    media_id, key_id, value, captured_at, changed_at, first_captured_at, is_final
+)
+select media_id, key_id,
+       (array_agg(value order by captured_at desc))[1],
+       max(captured_at),
+       max(captured_at) filter (where changed),
+       min(captured_at),
+       (array_agg(is_final order by captured_at desc))[1]
+from flagged
+group by media_id, key_id
+-- a concurrent writer created it first: ours is then an ordinary (locked, read) series below
+on conflict (media_id, key_id) do nothing;
+-- lock the batch's series in series order (concurrent writers of one series wait, never
+-- deadlock); the next statements then read the state the previous writer committed
+select 1
+from media_metric_current c
+where (c.media_id, c.key_id) in (
+    select s.media_id::bigint, k.key_id
+    from stage_media_metric s
+    join metric_key k
+        on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
+)
+order by c.series_id
+for update of c;
+insert into stage_media_value (
+    series_id, media_id, key_id, captured_at, value, is_final, cur_value, cur_at, fresh
+)
+select distinct on (c.series_id, s.captured_at)
+    c.series_id, c.media_id, c.key_id, s.captured_at, s.value, s.is_final,
+    -- created by this transaction (above): compared with nothing stored, and already final
+    case when c.xmin <> pg_current_xact_id()::xid then c.value end,
+    case when c.xmin <> pg_current_xact_id()::xid then c.captured_at else '-infinity' end,
+    c.xmin = pg_current_xact_id()::xid
+from stage_media_metric s
+join metric_key k
+    on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
+join media_metric_current c on c.media_id = s.media_id::bigint and c.key_id = k.key_id
+order by c.series_id, s.captured_at, s.is_final desc;
+with staged as (
+    select w.*,
+           lag(w.value) over series as staged_prev,
+           lag(w.captured_at) over series as staged_prev_at,
+           lead(w.captured_at) over series as staged_next_at
+    from stage_media_value w
+    window series as (partition by w.series_id order by w.captured_at)
+),
+late as (
+    select w.series_id, w.captured_at, st.value as stored_value, st.captured_at as stored_at,
+           nx.captured_at as next_at
+    from staged w
+    left join lateral (
+        select coalesce(v.value, v.value_wide) as value, v.captured_at
+        from media_metric_value v
+        where v.series_id = w.series_id and v.captured_at <= w.captured_at
+        order by v.captured_at desc
+        limit 1
+    ) st on true
+    left join lateral (
+        select mc.captured_at
+        from media_capture mc
+        join metric_key_set ks on ks.key_set_id = mc.key_set_id
+        where mc.media_id = w.media_id
+          and mc.captured_at >= w.captured_at
+          and w.key_id = any (ks.key_ids)
+        order by mc.captured_at
+        limit 1
+    ) nx on true
+    where w.captured_at <= w.cur_at
+),
+decided as (
+    select w.series_id, w.captured_at, w.value, w.is_final, w.cur_at, w.fresh, l.next_at,
+           l.stored_value,
+           case
+               when w.captured_at > w.cur_at then
+                   w.value is distinct from case when w.staged_prev_at > w.cur_at
+                       then w.staged_prev else w.cur_value end
+               when l.next_at = w.captured_at then false  -- captured already: a replay
+               else w.value is distinct from case
+                   when w.staged_prev_at > coalesce(l.stored_at, '-infinity')
+                   then w.staged_prev else l.stored_value end
+           end as changed,
+           w.captured_at <= w.cur_at
+               and l.next_at > w.captured_at
+               and (w.staged_next_at is null or w.staged_next_at > l.next_at)
+               and l.stored_value is not null
+               and w.value is distinct from l.stored_value as restore
+    from staged w
+    left join late l on l.series_id = w.series_id and l.captured_at = w.captured_at
+),
+written as (
+    insert into media_metric_value (captured_at, series_id, value, value_wide)
+    select at, series_id,
+           case when v = trunc(v) and v between -2147483648 and 2147483647 then v::integer end,
+           case when not (v = trunc(v) and v between -2147483648 and 2147483647) then v end
+    from (
+        select captured_at as at, series_id, value as v from decided where changed
+        union all
+        select next_at, series_id, stored_value from decided where restore
+    ) r
+    on conflict do nothing
+    returning series_id, captured_at
+)
+update media_metric_current c
+set value = case when u.last_at > c.captured_at then u.last_value else c.value end,
+    is_final = case when u.last_at > c.captured_at then u.last_final else c.is_final end,
+    captured_at = greatest(c.captured_at, u.last_at),
+    changed_at = greatest(c.changed_at, u.written_at),
+    first_captured_at = least(c.first_captured_at, u.first_at)
+from (
+    select d.series_id,
+           max(d.captured_at) as last_at,
+           (array_agg(d.value order by d.captured_at desc))[1] as last_value,
+           (array_agg(d.is_final order by d.captured_at desc))[1] as last_final,
+           min(d.captured_at) as first_at,
+           max(greatest(
+               case when d.changed then d.captured_at end,
+               case when d.restore then d.next_at end
+           )) as written_at
+    from decided d
+    where not d.fresh
+    group by d.series_id
+) u
+where c.series_id = u.series_id
+  and (u.last_at > c.captured_at
+       or u.first_at < c.first_captured_at
+       or u.written_at > c.changed_at);
+-- one capture row per media and time, with the set of keys it carried (merged with what an
+-- earlier part of the same capture stored)
+insert into stage_media_capture (media_id, captured_at, key_ids, is_final)
+select w.media_id, w.captured_at,
+       case when ks.key_ids is null then w.key_ids else array(
+           select distinct x from unnest(w.key_ids || ks.key_ids) as x order by x
+       ) end,
+       w.is_final
+from (
+    select media_id, captured_at, array_agg(key_id order by key_id) as key_ids,
+           bool_or(is_final) as is_final
+    from stage_media_value
+    group by media_id, captured_at
+) w
+left join media_capture mc on mc.media_id = w.media_id and mc.captured_at = w.captured_at
+left join metric_key_set ks on ks.key_set_id = mc.key_set_id;
+insert into metric_key_set (key_ids)
+select distinct w.key_ids
+from stage_media_capture w
+where not exists (select 1 from metric_key_set s where s.key_ids = w.key_ids)
+on conflict do nothing;
+insert into media_capture as mc (media_id, captured_at, key_set_id, is_final)
+select w.media_id, w.captured_at, s.key_set_id, w.is_final
+from stage_media_capture w
+join metric_key_set s on s.key_ids = w.key_ids
+on conflict (media_id, captured_at) do update set
+    key_set_id = excluded.key_set_id,
+    is_final = mc.is_final or excluded.is_final
+where mc.key_set_id <> excluded.key_set_id or (excluded.is_final and not mc.is_final);
 
 -- name: apply_media_polls
--- The newest poll sets the status; final_captured_at keeps the newest final poll, gone_at the
--- first poll that found the object gone. Polls older than the stored one change no status.
+-- The newest poll sets the status; gone_at keeps the first poll that found the object gone. A
+-- story's final snapshot is one capture: the collector's own final poll when there is one (it
+-- is complete, with the navigation breakdown), else the webhook's; final_source says which.
+-- Polls older than the stored one change no status.
 update media m
 set last_polled_at = greatest(m.last_polled_at, p.polled_at),
     insights_status = case when m.last_polled_at is null or p.polled_at >= m.last_polled_at
         then p.status else m.insights_status end,
     insights_status_reason = case when m.last_polled_at is null or p.polled_at >= m.last_polled_at
         then p.reason else m.insights_status_reason end,
-    final_captured_at = greatest(m.final_captured_at, p.final_at),
+    final_captured_at = case
+        when p.poll_final_at is not null and m.final_source is distinct from 'poll'
+            then p.poll_final_at
+        when p.poll_final_at is not null then greatest(m.final_captured_at, p.poll_final_at)
+        when m.final_captured_at is null then p.webhook_final_at
+        else m.final_captured_at end,
+    final_source = case
+        when p.poll_final_at is not null then 'poll'
+        when m.final_captured_at is null and p.webhook_final_at is not null then 'webhook'
+        else m.final_source end,
     gone_at = least(m.gone_at, p.gone_at)
 from (
     select
@@ -149,7 +365,8 @@ from (
         max(polled_at) as polled_at,
         (array_agg(status order by polled_at desc))[1] as status,
         (array_agg(reason order by polled_at desc))[1] as reason,
-        max(polled_at) filter (where is_final) as final_at,
+        max(polled_at) filter (where is_final and source = 'poll') as poll_final_at,
+        max(polled_at) filter (where is_final and source = 'webhook') as webhook_final_at,
         min(polled_at) filter (where status = 'gone') as gone_at
     from stage_media_poll
     group by media_id
@@ -160,28 +377,71 @@ where m.media_id = p.media_id
       or p.polled_at > m.last_polled_at
       or (p.polled_at = m.last_polled_at
           and (p.status, p.reason) is distinct from (m.insights_status, m.insights_status_reason))
-      or p.final_at > coalesce(m.final_captured_at, '-infinity')
+      or p.poll_final_at > coalesce(m.final_captured_at, '-infinity')
+      or (p.poll_final_at is not null and m.final_source is distinct from 'poll')
+      or (p.webhook_final_at is not null and m.final_captured_at is null)
       or p.gone_at < coalesce(m.gone_at, 'infinity')
   );
+
+-- name: record_story_miss
+-- A story expired without its final snapshot: why (the first reason found is kept; a final
+-- that arrives later, from a replayed spool, still wins in the views).
+update media
+set missed_reason = $3, missed_at = $2, missed_detail = $4
+where media_id = $1 and final_captured_at is null and missed_reason is null;
+
+-- name: stories_missed_while_down
+-- Stories of an account that expired while no collector took their final snapshot (found when
+-- the account's schedule is read again).
+update media
+set missed_reason = 'process_down', missed_at = expires_at
+where ig_user_id = $1
+  and is_story
+  and expires_at <= $2
+  and final_captured_at is null
+  and missed_reason is null
+  and insights_status is distinct from 'gone'
+returning media_id;
 
 -- name: upsert_account_metrics
 -- A newer capture replaces the value (Meta revises the last 48 h); an identical replay or an
 -- older capture changes nothing.
-insert into account_metric as am (
-    ig_user_id, metric, period, breakdown, dimension, end_time, value, captured_at,
-    first_captured_at
+insert into metric_key (metric, period, breakdown, dimension)
+select distinct s.metric, s.period, s.breakdown, s.dimension
+from stage_account_metric s
+where not exists (
+    select 1 from metric_key k
+    where (k.metric, k.period, k.breakdown, k.dimension)
+        = (s.metric, s.period, s.breakdown, s.dimension)
 )
-select distinct on (ig_user_id, metric, period, breakdown, dimension, end_time)
-    ig_user_id, metric, period, breakdown, dimension, end_time, value, captured_at,
-    min(captured_at) over (partition by ig_user_id, metric, period, breakdown, dimension, end_time)
-from stage_account_metric
-order by ig_user_id, metric, period, breakdown, dimension, end_time, captured_at desc
-on conflict (ig_user_id, metric, period, breakdown, dimension, end_time) do update set
+on conflict do nothing;
+delete from stage_account_metric
+where end_time < (select horizon from history_retention where relation = 'account_metric_value');
+insert into account_metric_value as am (
+    ig_user_id, end_time, captured_at, first_captured_at, key_id, value, value_wide
+)
+select distinct on (s.ig_user_id, k.key_id, s.end_time)
+    s.ig_user_id::bigint, s.end_time, s.captured_at,
+    min(s.captured_at) over (partition by s.ig_user_id, k.key_id, s.end_time),
+    k.key_id,
+    case when s.value = trunc(s.value) and s.value between -2147483648 and 2147483647
+        then s.value::integer end,
+    case when not (s.value = trunc(s.value) and s.value between -2147483648 and 2147483647)
+        then s.value end
+from stage_account_metric s
+join metric_key k
+    on (k.metric, k.period, k.breakdown, k.dimension)
+        = (s.metric, s.period, s.breakdown, s.dimension)
+order by s.ig_user_id, k.key_id, s.end_time, s.captured_at desc
+on conflict (ig_user_id, key_id, end_time) do update set
     value = case when excluded.captured_at >= am.captured_at then excluded.value else am.value end,
+    value_wide = case when excluded.captured_at >= am.captured_at
+        then excluded.value_wide else am.value_wide end,
     captured_at = greatest(am.captured_at, excluded.captured_at),
     first_captured_at = least(am.first_captured_at, excluded.first_captured_at)
 where excluded.captured_at > am.captured_at
-   or (excluded.captured_at = am.captured_at and excluded.value <> am.value)
+   or (excluded.captured_at = am.captured_at
+       and (excluded.value, excluded.value_wide) is distinct from (am.value, am.value_wide))
    or excluded.first_captured_at < am.first_captured_at;
 
 -- name: insert_collection_errors
@@ -356,14 +616,19 @@ where api_version = $1
 order by object_kind, metric;
 
 -- name: last_account_metric_end
-select max(end_time) from account_metric where ig_user_id = $1 and period = 'day';
+select max(v.end_time)
+from account_metric_value v
+join metric_key k on k.key_id = v.key_id
+where v.ig_user_id = $1::text::bigint and k.period = 'day';
 
 -- name: counts
 select 'account' as name, count(*) as n from account
 union all select 'account_snapshot', count(*) from account_snapshot
 union all select 'media', count(*) from media
-union all select 'media_metric', count(*) from media_metric
-union all select 'account_metric', count(*) from account_metric
+-- polled values (the rows of the media_metric view), counted from the captures' key sets
+union all select 'media_metric', coalesce(sum(cardinality(ks.key_ids)), 0)
+    from media_capture c join metric_key_set ks on ks.key_set_id = c.key_set_id
+union all select 'account_metric', count(*) from account_metric_value
 union all select 'metric_support', count(*) from metric_support
 union all select 'collection_error', count(*) from collection_error;
 
@@ -387,10 +652,10 @@ select
     (select max(last_seen_at) from media where ig_user_id = $1 and not is_story)
         as media_discovery,
     (select max(last_seen_at) from media where ig_user_id = $1 and is_story) as story_discovery,
-    (select max(captured_at) from account_metric where ig_user_id = $1 and period = 'day')
-        as account_insights,
-    (select max(captured_at) from account_metric where ig_user_id = $1 and period = 'lifetime')
-        as demographics;
+    (select max(v.captured_at) from account_metric_value v join metric_key k using (key_id)
+     where v.ig_user_id = $1::text::bigint and k.period = 'day') as account_insights,
+    (select max(v.captured_at) from account_metric_value v join metric_key k using (key_id)
+     where v.ig_user_id = $1::text::bigint and k.period = 'lifetime') as demographics;
 
 -- name: set_account_usage
 -- Rate-limit state rides in batches; an older reading never overwrites a newer one.
@@ -404,6 +669,47 @@ where ig_user_id = $1
   and (usage_at is null or usage_at <= $3)
 returning ig_user_id;
 
+-- name: maintain_history
+-- $1 the history table, $2 now, $3 months of partitions to create ahead, $4 retention (NULL:
+-- keep forever). See collector_maintain in sql/migrations/0007_history.sql.
+select action, partition_name from collector_maintain($1, $2, $3, $4);
+
+-- name: partitions_to_compact
+-- Partitions of months that ended before $1 whose indexes were not rebuilt yet, oldest first.
+select c.relname as partition_name
+from pg_inherits i
+join pg_class c on c.oid = i.inhrelid
+join pg_class p on p.oid = i.inhparent
+where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+  and c.relname ~ '_[0-9]{4}_[0-9]{2}$'
+  and (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month') at time zone 'UTC' <= $1
+  and not exists (select 1 from history_compacted h where h.partition_name = c.relname)
+order by right(c.relname, 7), c.relname;
+
+-- name: index_names
+-- The indexes of partition $1 (names are ours: collector_ensure_partitions made them).
+select i.relname as index_name
+from pg_index x
+join pg_class i on i.oid = x.indexrelid
+where x.indrelid = $1::text::regclass;
+
+-- name: mark_compacted
+insert into history_compacted (partition_name, compacted_at) values ($1, $2)
+on conflict (partition_name) do nothing;
+
+-- name: ensure_partitions
+-- $1 the history table, $2 and $3 the first and last instant to cover. Run on its own, never
+-- inside a write transaction (creating a partition locks its parent exclusively).
+select collector_ensure_partitions($1, $2, $3) as created;
+
+-- name: history_partitions
+-- The monthly partitions that exist, as (parent, first instant of the month).
+select p.relname as parent, to_date(right(c.relname, 7), 'YYYY_MM') as month
+from pg_inherits i
+join pg_class c on c.oid = i.inhrelid
+join pg_class p on p.oid = i.inhparent
+where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+  and c.relname ~ '_[0-9]{4}_[0-9]{2}$';
 -- name: cluster_heartbeat
 -- A member says it is alive and how many leases it holds.
 insert into cluster_member as cm (name, started_at, heartbeat_at, held)

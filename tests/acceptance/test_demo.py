@@ -68,7 +68,9 @@ async def test_demo_runs_the_daemon_and_finalises_stories() -> None:
     assert re.search(r"accounts 3 \| API calls [1-9][\d,]* \| rows written [1-9]", output), output
     assert "Per account (from the database):" in output
     assert len(re.findall(r"^  sim_acct_\d \(ok\): [\d,]+ → [\d,]+ followers", output, re.M)) == 3
-    assert re.search(r"final snapshot \d+\.\d s before expiry \(reach \d+", output), output
+    assert re.search(
+        r"final snapshot \d+\.\d s before expiry by (poll|webhook) \(reach \d+", output
+    ), output
     assert re.search(r"API calls: [1-9][\d,]*; throttled answers: none", output), output
     assert "Demo done: the daemon ran and finalised" in output
     # a temporary state directory is removed, and its server stopped before that

@@ -355,7 +355,8 @@ async def test_the_runner_holds_only_live_stories_over_days(
         assert held <= live
         assert len(held) <= len(live)
         assert len(h.runner._expiries) <= 2 * len(live) + 10
-        assert h.runner.stats.stories_missed == 0
+        # every story that could have a final got one (Meta shows none under five viewers)
+        assert h.runner.stats.stories_missed == h.runner.stats.missed_by_reason["below_threshold"]
     finally:
         await h.close()
 

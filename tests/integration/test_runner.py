@@ -162,7 +162,8 @@ async def test_every_story_gets_a_final_snapshot_inside_its_window(
                 assert truth is not None
                 assert f["value"] == truth
         assert h.runner is not None
-        assert h.runner.stats.stories_missed == 0
+        # every story that could have a final got one (Meta shows none under five viewers)
+        assert h.runner.stats.stories_missed == h.runner.stats.missed_by_reason["below_threshold"]
         # and the view analysts read agrees
         missing = await conn.fetchval(
             "select count(distinct media_id) from story_final_metrics"
@@ -485,7 +486,8 @@ async def test_refused_listing_story_polls_share_a_batch(
     # regular polls travelled together; finals (with the navigation breakdown) went alone
     assert in_batches
     assert alone
-    assert h.runner.stats.stories_missed == 0
+    # every story that could have a final got one (Meta shows none under five viewers)
+    assert h.runner.stats.stories_missed == h.runner.stats.missed_by_reason["below_threshold"]
     conn = await asyncpg.connect(db_dsn)
     try:
         outside = await conn.fetchval(

@@ -17,12 +17,24 @@ TABLES = {
     "account",
     "account_snapshot",
     "media",
-    "media_metric",
-    "account_metric",
+    "media_metric_current",
+    "metric_key",
+    "metric_key_set",
+    "history_retention",
     "metric_support",
     "collection_error",
 }
-VIEWS = {"media_metric_latest", "account_metric_daily", "story_final_metrics", "account_health"}
+#: the time-partitioned history (relkind 'p')
+PARTITIONED = {"media_capture", "media_metric_value", "account_metric_value"}
+VIEWS = {
+    "media_metric_latest",
+    "account_metric_daily",
+    "story_final_metrics",
+    "account_health",
+    "media_metric",
+    "account_metric",
+    "media_metric_history",
+}
 
 
 @pytest.fixture
@@ -96,6 +108,7 @@ async def test_migrate_applies_everything_on_an_empty_database(
     assert await schema.pending(empty_conn) == []
     await schema.check(empty_conn)
     assert await _relations(empty_conn, "r") >= TABLES
+    assert await _relations(empty_conn, "p") == PARTITIONED
     assert await _relations(empty_conn, "v") >= VIEWS
     rows = await empty_conn.fetch("select version, name, checksum from schema_migration")
     assert {(r["version"], r["name"], r["checksum"]) for r in rows} == {

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from collector import clock, daemon
 
@@ -79,3 +80,24 @@ async def test_the_daemon_starts_collects_and_spools_while_the_database_is_down(
         assert names == {a.username for a in sim.world.accounts}
     finally:
         await conn.close()
+
+
+async def test_the_daemon_maintains_the_history_daily(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    fake_clock: clock.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = await sim_factory(accounts=1, media_per_account=2, stories_per_account=0)
+    settings = make_settings(sim, sections={"schedule": {"account_insights_backfill_days": 2}})
+    # a day is a moment here: the test waits on what the daemon does, not on the clock
+    monkeypatch.setattr(daemon, "MAINTENANCE_EVERY", 0.05)
+    stop = asyncio.Event()
+    shell = daemon.Daemon(settings, clock=fake_clock, stop=stop)
+    with structlog.testing.capture_logs() as logs:
+        running = asyncio.create_task(shell.run())
+        try:
+            await eventually(lambda: any(e["event"] == "maintenance_done" for e in logs))
+        finally:
+            stop.set()
+            assert await running == 0

@@ -29,6 +29,8 @@ S_UNFINISHED = models.MediaId("18049950123087710")
 S_BELOW = models.MediaId("18031234567890123")
 S_LIVE = models.MediaId("18067890123456789")
 S_SHOP = models.MediaId("18098765432109876")
+BELOW = models.MissReason.BELOW_THRESHOLD
+DOWN = models.MissReason.PROCESS_DOWN
 
 NAVIGATION = {"tap_forward": 301, "tap_back": 22, "tap_exit": 41, "swipe_forward": 24}
 
@@ -148,6 +150,9 @@ async def world(store: store_mod.Store) -> World:
         REEL, now - timedelta(hours=3), views=20000, reach=15000, saved=400
     )
     batch.media_metrics += feed_capture(OLD_POST, now - timedelta(hours=3), views=99999, reach=1)
+    # older captures, for "value at t" and series: the reel 8 days ago, the old post 10 days ago
+    batch.media_metrics += feed_capture(REEL, now - timedelta(days=8), views=5000, reach=4000)
+    batch.media_metrics += feed_capture(OLD_POST, now - timedelta(days=10), views=90000, reach=1)
     batch.media_metrics += feed_capture(SHOP_POST, now - timedelta(hours=3), views=700, reach=650)
     # stories: finalised 20 min before expiry; captured but never finalised; below the viewer
     # threshold (no metrics); still live; and one of the shop, finalised 10 min before expiry
@@ -176,6 +181,17 @@ async def world(store: store_mod.Store) -> World:
             models.InsightsStatus.BELOW_THRESHOLD,
             reason="(#10) Not enough viewers for the media to show insights",
         ),
+        models.MediaPoll(
+            S_SHOP,
+            w.s_shop_posted + timedelta(hours=23, minutes=50),
+            models.InsightsStatus.OK,
+            is_final=True,
+        ),
+    ]
+    # why the two others have no final snapshot
+    batch.misses += [
+        models.StoryMiss(S_BELOW, w.s_below_posted + timedelta(hours=24), BELOW),
+        models.StoryMiss(S_UNFINISHED, w.s_unfinished_posted + timedelta(hours=24), DOWN),
     ]
     # account metrics: 20 Pacific days of reach, and a demographic snapshot
     for back in range(1, 21):
@@ -312,11 +328,13 @@ async def test_story_final_metrics(world: World, db_conn: asyncpg.Connection) ->
     assert rows[0]["final_captured_at"] == world.s_final_posted + timedelta(hours=23, minutes=40)
     assert rows[0]["account_name"] == "northwind"
 
+    assert {r["final_source"] for r in rows} == {"poll"}
     below = await db_conn.fetch("select * from story_final_metrics where media_id = $1", S_BELOW)
     assert len(below) == 1
     assert below[0]["metric"] is None
     assert below[0]["is_final"] is False
     assert below[0]["insights_status"] == "below_threshold"
+    assert below[0]["missed_reason"] == "below_threshold"
 
     unfinished = await db_conn.fetch(
         "select distinct is_final, lead_before_expiry from story_final_metrics where media_id = $1",
@@ -331,6 +349,49 @@ async def test_story_final_metrics(world: World, db_conn: asyncpg.Connection) ->
         )
         == 0
     )
+
+
+async def test_a_final_snapshot_is_one_capture_never_a_mix(
+    world: World, store: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    # Meta's webhook arrives after the poll's final with part of the figures: kept in the
+    # history, but the final snapshot stays the poll's capture, whole
+    expiry = world.s_final_posted + timedelta(hours=24)
+    batch = models.Batch(
+        media_metrics=[
+            models.MediaMetric(S_FINAL, "reach", "", "", 999, expiry, True),
+            models.MediaMetric(
+                S_FINAL,
+                "navigation",
+                "story_navigation_action_type",
+                "tap_forward",
+                7,
+                expiry,
+                True,
+            ),
+        ],
+        media_polls=[
+            models.MediaPoll(S_FINAL, expiry, models.InsightsStatus.OK, True, None, "webhook")
+        ],
+    )
+    await store.write(batch)
+    rows = await db_conn.fetch(
+        "select metric, dimension, value, captured_at, final_source from story_final_metrics"
+        " where media_id = $1 order by metric, dimension",
+        S_FINAL,
+    )
+    final_at = world.s_final_posted + timedelta(hours=23, minutes=40)
+    assert {r["captured_at"] for r in rows} == {final_at}
+    assert {r["final_source"] for r in rows} == {"poll"}
+    assert ("reach", "", 412) in [(r["metric"], r["dimension"], r["value"]) for r in rows]
+    # the later values are history
+    later = await db_conn.fetchval(
+        "select value from media_metric where media_id = $1 and metric = 'reach'"
+        " and captured_at = $2",
+        S_FINAL,
+        expiry,
+    )
+    assert later == 999
 
 
 async def test_account_metric_daily_uses_the_pacific_day(
@@ -383,6 +444,8 @@ def test_examples_are_the_ones_tested_here() -> None:
         "story_capture_report",
         "daily_reach_last_14_days",
         "accounts_needing_attention",
+        "views_a_week_ago",
+        "reach_changes_last_30_days",
     }
 
 
@@ -403,17 +466,25 @@ async def test_example_story_capture_report(world: World, db_conn: asyncpg.Conne
         {
             "account_name": "northwind",
             "stories": 3,
-            "finalised": 1,
-            "not_finalised": 1,
-            "without_metrics": 1,
+            "final_by_poll": 1,
+            "final_by_webhook": 0,
+            "missed": 2,
+            "missed_below_threshold": 1,
+            "missed_paused": 0,
+            "missed_process_down": 1,
+            "missed_otherwise": 0,
             "avg_final_lead": timedelta(minutes=20),
         },
         {
             "account_name": "northwind-shop",
             "stories": 1,
-            "finalised": 1,
-            "not_finalised": 0,
-            "without_metrics": 0,
+            "final_by_poll": 1,
+            "final_by_webhook": 0,
+            "missed": 0,
+            "missed_below_threshold": 0,
+            "missed_paused": 0,
+            "missed_process_down": 0,
+            "missed_otherwise": 0,
             "avg_final_lead": timedelta(minutes=10),
         },
     ]
@@ -437,3 +508,48 @@ async def test_example_accounts_needing_attention(
     ]
     assert rows[1]["status_reason"] == "code=190 subcode=463 Session has expired"
     assert rows[0]["token_expires_at"] == world.now + timedelta(days=3)
+
+
+async def test_example_views_a_week_ago(world: World, db_conn: asyncpg.Connection) -> None:
+    rows = await db_conn.fetch(example("views_a_week_ago"))
+    ten_days, eight_days = world.now - timedelta(days=10), world.now - timedelta(days=8)
+    assert [tuple(r) for r in rows] == [
+        (OLD_POST, "reach", 1, ten_days, 1, world.now - timedelta(hours=3)),
+        (OLD_POST, "views", 90000, ten_days, 99999, world.now - timedelta(hours=3)),
+        (REEL, "reach", 4000, eight_days, 15000, world.now - timedelta(hours=3)),
+        (REEL, "views", 5000, eight_days, 20000, world.now - timedelta(hours=3)),
+    ]
+
+
+async def test_example_reach_changes_last_30_days(
+    world: World, db_conn: asyncpg.Connection
+) -> None:
+    rows = await db_conn.fetch(example("reach_changes_last_30_days"))
+    now = world.now
+    assert [tuple(r) for r in rows] == [
+        (OLD_POST, 1, now - timedelta(days=10), None),
+        (REEL, 4000, now - timedelta(days=8), now - timedelta(hours=3)),
+        (REEL, 15000, now - timedelta(hours=3), None),
+        (POST, 800, now - timedelta(days=1), now - timedelta(hours=1)),
+        (POST, 1200, now - timedelta(hours=1), None),
+    ]
+
+
+async def test_media_metric_keeps_every_capture(world: World, db_conn: asyncpg.Connection) -> None:
+    # the per-poll view repeats an unchanged value at each capture; the history stores it once
+    rows = await db_conn.fetch(
+        "select captured_at, value from media_metric where media_id = $1 and metric = 'reach' "
+        "order by captured_at",
+        OLD_POST,
+    )
+    assert [tuple(r) for r in rows] == [
+        (world.now - timedelta(days=10), 1),
+        (world.now - timedelta(hours=3), 1),
+    ]
+    assert (
+        await db_conn.fetchval(
+            "select count(*) from media_metric_history where media_id = $1 and metric = 'reach'",
+            OLD_POST,
+        )
+        == 1
+    )

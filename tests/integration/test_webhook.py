@@ -69,7 +69,7 @@ def test_reference_payload_maps_to_final_rows_at_the_entry_time() -> None:
         ("reach", "", ""): 17,
         ("navigation", NAV, "tap_forward"): 12,
         ("navigation", NAV, "tap_back"): 0,
-        ("impressions", "", ""): 28,
+        ("views", "", ""): 28,
     }
     assert all(m.is_final and m.captured_at == REFERENCE_TIME for m in batch.media_metrics)
     assert all(m.media_id == "18023345989012587" for m in batch.media_metrics)
@@ -90,7 +90,7 @@ def test_values_below_the_threshold_are_skipped() -> None:
             }
         )
     )
-    assert metrics(batch) == {("impressions", "", ""): 0, ("navigation", NAV, "tap_forward"): 4}
+    assert metrics(batch) == {("views", "", ""): 0, ("navigation", NAV, "tap_forward"): 4}
     assert [m.media_id for m in batch.media] == ["55"]
 
 
@@ -206,13 +206,21 @@ async def test_reference_notification_is_stored_once(
         assert await post(hook, REFERENCE_BODY) == 200
     stored = await rows(db_conn, "18023345989012587")
     assert stored == [
-        ("impressions", "", "", 28, REFERENCE_TIME, True),
         ("navigation", NAV, "tap_back", 0, REFERENCE_TIME, True),
         ("navigation", NAV, "tap_exit", 1, REFERENCE_TIME, True),
         ("navigation", NAV, "tap_forward", 12, REFERENCE_TIME, True),
         ("reach", "", "", 17, REFERENCE_TIME, True),
         ("replies", "", "", 0, REFERENCE_TIME, True),
+        # impressions, under the name the poller uses for the same figure
+        ("views", "", "", 28, REFERENCE_TIME, True),
     ]
+    # the delivery is the story's final snapshot (no poll took one), and says so
+    media = await db_conn.fetchrow(
+        "select final_captured_at, final_source from media where media_id = $1",
+        "18023345989012587",
+    )
+    assert media is not None
+    assert (media["final_captured_at"], media["final_source"]) == (REFERENCE_TIME, "webhook")
     media = await db_conn.fetchrow("select * from media where media_id = '18023345989012587'")
     assert media["ig_user_id"] == "17841405309211844"
     assert media["is_story"]
@@ -324,7 +332,7 @@ async def test_simulator_deliveries_end_to_end(
         expected_at = datetime.fromtimestamp(int(story.expires), UTC)
         got = {(r[0], r[2]): (r[3], r[4], r[5]) for r in await rows(db_conn, story.id)}
         assert got == {
-            ("impressions", ""): (values["impressions"], expected_at, True),
+            ("views", ""): (values["impressions"], expected_at, True),
             ("reach", ""): (values["reach"], expected_at, True),
             ("replies", ""): (values["replies"], expected_at, True),
             ("navigation", "tap_forward"): (values["taps_forward"], expected_at, True),

@@ -702,6 +702,7 @@ def test_example_documents_every_key() -> None:
         "web": config.WebSettings,
         "log": config.LogSettings,
         "shutdown": config.ShutdownSettings,
+        "retention": config.RetentionSettings,
         "cluster": config.ClusterSettings,
         "tokens": config.TokensSettings,
     }

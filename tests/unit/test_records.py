@@ -23,7 +23,10 @@ def _one_of_each() -> models.Batch:
             models.MediaMetric(MID, "skip_rate", "", "", 0.1, T0),
             models.MediaMetric(MID, "exact", "", "", Decimal("1.25"), T0),
         ],
-        media_polls=[models.MediaPoll(MID, T0, models.InsightsStatus.BELOW_THRESHOLD, False, "x")],
+        media_polls=[
+            models.MediaPoll(MID, T0, models.InsightsStatus.BELOW_THRESHOLD, False, "x"),
+            models.MediaPoll(MID, T0, models.InsightsStatus.OK, True, None, "webhook"),
+        ],
         account_metrics=[
             models.AccountMetric(UID, "reach", "day", "", "", T0 + timedelta(days=1), 5, T0)
         ],
@@ -37,6 +40,7 @@ def _one_of_each() -> models.Batch:
         successes=[models.AccountSuccess(UID, T0)],
         token_checks=[models.TokenCheck(UID, True, T0, None, ("a", "b"), T0)],
         usages=[models.AccountUsage(UID, 12.5, None, 3, T0)],
+        misses=[models.StoryMiss(MID, T0, models.MissReason.BELOW_THRESHOLD, "x")],
     )
 
 

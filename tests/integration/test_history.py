@@ -1,0 +1,385 @@
+"""The compact history (migration 0007): data written by the previous schema survives the
+migration with every answer unchanged; change-only writes, late captures, retention."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from collector import clock, config, daemon, models, schema
+from collector import store as store_mod
+
+from .conftest import write_config
+
+#: sql/queries.sql as it was before the history migration (main at ed7a2cc): "today's code"
+OLD_QUERIES = Path(__file__).parent / "data" / "queries_before_history.sql"
+#: the first migration of the compact history
+HISTORY = 7
+
+Rows = list[tuple[Any, ...]]
+
+#: the answers analysts read, as the old tables and views gave them
+ANSWERS = {
+    "media_metric": "select media_id, metric, breakdown, dimension, value, captured_at, is_final"
+    " from media_metric",
+    "media_metric_latest": "select media_id, ig_user_id, account_name, username, media_type,"
+    " media_product_type, is_story, posted_at, permalink, metric, breakdown, dimension, value,"
+    " captured_at, is_final from media_metric_latest",
+    "story_final_metrics": "select * from story_final_metrics",
+    "account_metric": "select * from account_metric",
+    "account_metric_daily": "select * from account_metric_daily",
+    "account_health": "select * from account_health",
+}
+
+#: "value at t" over the old table: the latest capture at or before t of every series
+OLD_VALUE_AT = """
+select distinct on (media_id, metric, breakdown, dimension)
+       media_id, metric, breakdown, dimension, value, captured_at as confirmed_at, is_final
+from media_metric
+where captured_at <= $1
+order by media_id, metric, breakdown, dimension, captured_at desc
+"""
+NEW_VALUE_AT = """
+select media_id, metric, breakdown, dimension, value, confirmed_at, is_final
+from media_metric_at($1)
+"""
+
+
+async def answers(conn: asyncpg.Connection) -> dict[str, Rows]:
+    out = {}
+    for name, sql in ANSWERS.items():
+        out[name] = sorted(tuple(r) for r in await conn.fetch(sql))
+    return out
+
+
+async def values_at(conn: asyncpg.Connection, sql: str, times: list[datetime]) -> list[Rows]:
+    return [sorted(tuple(r) for r in await conn.fetch(sql, t)) for t in times]
+
+
+def probe_times(captures: list[datetime]) -> list[datetime]:
+    """Every capture instant, a moment after each, and one before anything."""
+    found = sorted(set(captures))
+    return [found[0] - timedelta(days=1), *found, *(t + timedelta(minutes=1) for t in found)]
+
+
+@pytest.fixture
+def old_schema(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make migrations and the store those of the schema before the history; returns the undo."""
+    real_migrations = schema.migrations
+    old = schema.parse_named(OLD_QUERIES.read_text(encoding="utf-8"))
+    monkeypatch.setattr(
+        schema,
+        "migrations",
+        lambda folder=None: [m for m in real_migrations(folder) if m.version < HISTORY],
+    )
+    monkeypatch.setattr(store_mod, "_q", lambda name: old[name])
+
+    async def no_partitions(self: store_mod.Store, batch: models.Batch) -> None:
+        pass  # the previous schema had none
+
+    async def no_maintenance(self: store_mod.Store, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(store_mod.Store, "_ensure_partitions", no_partitions)
+    monkeypatch.setattr(store_mod.Store, "maintain", no_maintenance)
+    return monkeypatch.undo
+
+
+@pytest.fixture
+async def old_conn(empty_db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _run_once(settings: config.Settings, fake: clock.FakeClock) -> None:
+    assert await daemon.run_once(settings, clock=fake, out=io.StringIO()) == 0
+
+
+async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous_code(
+    old_schema: Callable[[], None],
+    old_conn: asyncpg.Connection,
+    empty_db_dsn: str,
+    sim_factory: Any,
+    fake_clock: clock.FakeClock,
+    tmp_path: Path,
+) -> None:
+    await schema.migrate(old_conn)
+    assert await old_conn.fetchval("select max(version) from schema_migration") == HISTORY - 1
+    sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
+    path = write_config(
+        tmp_path / "collector.toml",
+        sim,
+        empty_db_dsn,
+        sections={"schedule": {"account_insights_backfill_days": 4}},
+    )
+    settings = config.load(path, environ={})
+    # three passes, as in the issue: the second an hour later, the third the next day
+    for step in (0, 3600, 86400):
+        fake_clock.advance(step)
+        await _run_once(settings, fake_clock)
+    before = await answers(old_conn)
+    captures = [r[0] for r in await old_conn.fetch("select captured_at from media_metric")]
+    times = probe_times(captures)
+    old_at = await values_at(old_conn, OLD_VALUE_AT, times)
+    polled = len(before["media_metric"])
+    assert polled > 500
+    assert before["account_metric"]
+    assert before["story_final_metrics"]
+
+    old_schema()  # the current code from here on
+    # the history migration alone first: every answer stays as it was
+    real_migrations = schema.migrations
+    with pytest.MonkeyPatch.context() as only:
+        only.setattr(
+            schema,
+            "migrations",
+            lambda folder=None: [m for m in real_migrations(folder) if m.version <= HISTORY],
+        )
+        applied = await schema.migrate(old_conn)
+    assert [m.name for m in applied] == ["0007_history"]
+
+    after = await answers(old_conn)
+    for name in ANSWERS:
+        assert after[name] == before[name], name
+    assert await values_at(old_conn, NEW_VALUE_AT, times) == old_at
+    # the same history in fewer rows: repeated values are not stored again
+    stored = await old_conn.fetchval("select count(*) from media_metric_value")
+    assert stored < polled
+    assert await old_conn.fetchval("select count(*) from media_capture") < polled / 3
+    await schema.migrate(old_conn)  # and the migrations after it
+
+    # the current code goes on writing into the migrated history: old answers stay, new
+    # captures add to them
+    fake_clock.advance(7 * 3600)
+    await _run_once(settings, fake_clock)
+    grown = await answers(old_conn)
+    assert set(before["media_metric"]) < set(grown["media_metric"])
+    assert await values_at(old_conn, NEW_VALUE_AT, times) == old_at
+
+
+# --------------------------------------------------------------------------- write path
+
+T0 = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+BRAND = models.IgUserId("17841405822304914")
+POST = models.MediaId("18027310153508651")
+
+
+def post() -> models.Media:
+    return models.Media(
+        media_id=POST,
+        ig_user_id=BRAND,
+        media_type="IMAGE",
+        media_product_type="FEED",
+        posted_at=T0 - timedelta(days=1),
+        permalink=None,
+        caption=None,
+        expires_at=None,
+        seen_at=T0 - timedelta(days=1),
+    )
+
+
+def capture(hours: float, **values: float) -> list[models.MediaMetric]:
+    at = T0 + timedelta(hours=hours)
+    return [models.MediaMetric(POST, name, "", "", v, at) for name, v in values.items()]
+
+
+@pytest.fixture
+async def synced(store: store_mod.Store) -> store_mod.Store:
+    await store.sync_accounts([models.AccountRow(BRAND, "northwind", True)], T0)
+    await store.write(models.Batch(media=[post()]))
+    return store
+
+
+async def series(conn: asyncpg.Connection, metric: str) -> list[tuple[datetime, Any]]:
+    rows = await conn.fetch(
+        "select captured_at, value from media_metric where metric = $1 order by captured_at",
+        metric,
+    )
+    return [(r["captured_at"], r["value"]) for r in rows]
+
+
+async def test_only_changes_are_stored_and_every_capture_still_answers(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    for hours, reach, saved in [(0, 10, 1), (1, 10, 1), (2, 12, 1), (3, 12, 1), (4, 12, 2)]:
+        await synced.write(models.Batch(media_metrics=capture(hours, reach=reach, saved=saved)))
+    assert await series(db_conn, "reach") == [
+        (T0 + timedelta(hours=h), v) for h, v in [(0, 10), (1, 10), (2, 12), (3, 12), (4, 12)]
+    ]
+    stored = await db_conn.fetch(
+        "select metric, value, valid_from, valid_until from media_metric_history "
+        "order by metric, valid_from"
+    )
+    assert [tuple(r) for r in stored] == [
+        ("reach", 10, T0, T0 + timedelta(hours=2)),
+        ("reach", 12, T0 + timedelta(hours=2), None),
+        ("saved", 1, T0, T0 + timedelta(hours=4)),
+        ("saved", 2, T0 + timedelta(hours=4), None),
+    ]
+    assert await db_conn.fetchval("select count(*) from media_capture") == 5
+    latest = await db_conn.fetchrow(
+        "select value, captured_at, changed_at from media_metric_latest where metric = 'reach'"
+    )
+    assert tuple(latest) == (12, T0 + timedelta(hours=4), T0 + timedelta(hours=2))
+    at = await db_conn.fetchrow(
+        "select value, valid_from, confirmed_at from media_metric_at($1) where metric = 'reach'",
+        T0 + timedelta(hours=1, minutes=30),
+    )
+    assert tuple(at) == (10, T0, T0 + timedelta(hours=1))
+    assert (await synced.counts())["media_metric"] == 10
+
+
+async def test_a_late_capture_does_not_change_what_later_captures_saw(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    for hours, reach in [(0, 10), (2, 10), (4, 15)]:
+        await synced.write(models.Batch(media_metrics=capture(hours, reach=reach)))
+    # a capture taken at 1 h arrives last (a spooled batch, a webhook) with another value
+    await synced.write(models.Batch(media_metrics=capture(1, reach=11)))
+    assert await series(db_conn, "reach") == [
+        (T0 + timedelta(hours=h), v) for h, v in [(0, 10), (1, 11), (2, 10), (4, 15)]
+    ]
+    latest = await db_conn.fetchrow(
+        "select value, captured_at, changed_at from media_metric_latest where metric = 'reach'"
+    )
+    assert tuple(latest) == (15, T0 + timedelta(hours=4), T0 + timedelta(hours=4))
+    # a late capture of a new metric inside an existing capture joins that capture
+    await synced.write(models.Batch(media_metrics=capture(2, saved=3)))
+    assert await series(db_conn, "saved") == [(T0 + timedelta(hours=2), 3)]
+    assert await db_conn.fetchval("select count(*) from media_capture") == 4
+    # and a replay of all of it writes nothing
+    before = await db_conn.fetchval(
+        "select (select count(*) from media_metric_value) + (select count(*) from media_capture)"
+    )
+    for hours, reach in [(0, 10), (2, 10), (4, 15), (1, 11)]:
+        await synced.write(models.Batch(media_metrics=capture(hours, reach=reach)))
+    after = await db_conn.fetchval(
+        "select (select count(*) from media_metric_value) + (select count(*) from media_capture)"
+    )
+    assert after == before
+    assert (await series(db_conn, "reach"))[1] == (T0 + timedelta(hours=1), 11)
+
+
+async def test_values_keep_their_exact_type(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    await synced.write(
+        models.Batch(media_metrics=capture(0, reach=3_000_000_000, skip=0.3125, views=7))
+    )
+    rows = await db_conn.fetch(
+        "select k.metric, v.value, v.value_wide from media_metric_value v "
+        "join media_metric_current s using (series_id) join metric_key k using (key_id) "
+        "order by k.metric"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("reach", None, 3_000_000_000),
+        ("skip", None, pytest.approx(0.3125)),
+        ("views", 7, None),
+    ]
+    assert {r["metric"]: r["value"] for r in await db_conn.fetch("select * from media_metric")} == {
+        "reach": 3_000_000_000,
+        "skip": pytest.approx(0.3125),
+        "views": 7,
+    }
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+async def _partitions(conn: asyncpg.Connection, parent: str) -> list[str]:
+    rows = await conn.fetch(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+        "where i.inhparent = $1::regclass order by 1",
+        parent,
+    )
+    return [r["relname"] for r in rows]
+
+
+async def test_writes_create_the_months_they_need(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    far = T0 + timedelta(days=400)  # no partition was made that far ahead
+    await synced.write(
+        models.Batch(media_metrics=[models.MediaMetric(POST, "reach", "", "", 5, far)])
+    )
+    assert "media_metric_value_2027_12" in await _partitions(db_conn, "media_metric_value")
+    assert "media_capture_2027_12" in await _partitions(db_conn, "media_capture")
+    assert await series(db_conn, "reach") == [(far, 5)]
+
+
+async def test_maintain_creates_ahead_and_drops_whole_months_past_retention(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    # reach changes in September and November; saved is set once, in September
+    jan = datetime(2026, 9, 10, tzinfo=UTC)
+    await synced.write(
+        models.Batch(
+            media_metrics=[
+                models.MediaMetric(POST, "reach", "", "", 10, jan),
+                models.MediaMetric(POST, "saved", "", "", 1, jan),
+                models.MediaMetric(POST, "reach", "", "", 10, jan + timedelta(days=30)),
+                models.MediaMetric(POST, "saved", "", "", 1, jan + timedelta(days=30)),
+                models.MediaMetric(POST, "reach", "", "", 20, T0),
+                models.MediaMetric(POST, "saved", "", "", 1, T0),
+            ],
+            account_metrics=[
+                models.AccountMetric(BRAND, "reach", "day", "", "", jan, 5, jan),
+                models.AccountMetric(BRAND, "reach", "day", "", "", T0, 6, T0),
+            ],
+        )
+    )
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    done = await synced.maintain(now, media_metric=timedelta(days=40), account_metric=None)
+    # September ended more than 40 days before now; October did not
+    assert ("dropped", "media_metric_value_2026_09") in done
+    assert ("dropped", "media_capture_2026_09") in done
+    assert not any(p.startswith("account_metric_value") for _, p in done if _ == "dropped")
+    assert "media_metric_value_2027_01" in await _partitions(db_conn, "media_metric_value")
+    assert "media_metric_value_2026_10" in await _partitions(db_conn, "media_metric_value")
+    # the October capture still reads its values: reach carried over, saved from the current
+    assert await series(db_conn, "reach") == [(jan + timedelta(days=30), 10), (T0, 20)]
+    assert await series(db_conn, "saved") == [(jan + timedelta(days=30), 1), (T0, 1)]
+    oct_1 = datetime(2026, 10, 1, tzinfo=UTC)
+    at = await db_conn.fetch(
+        "select metric, value from media_metric_at($1) order by metric", oct_1 + timedelta(days=15)
+    )
+    assert [tuple(r) for r in at] == [("reach", 10), ("saved", 1)]
+    assert (
+        await db_conn.fetchval(
+            "select horizon from history_retention where relation = 'media_metric_value'"
+        )
+        == oct_1
+    )
+    # a late replay from the dropped month is not written again (nor its month recreated)
+    await synced.write(
+        models.Batch(media_metrics=[models.MediaMetric(POST, "reach", "", "", 10, jan)])
+    )
+    assert "media_metric_value_2026_09" not in await _partitions(db_conn, "media_metric_value")
+    # account history is kept forever here
+    assert await db_conn.fetchval("select count(*) from account_metric") == 2
+    # maintaining again changes nothing
+    assert await synced.maintain(now, media_metric=timedelta(days=40)) == []
+
+
+def test_retention_settings(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    base = '[[accounts]]\nname = "a"\nig_user_id = "1"\ntoken = "t"\n'
+    path.write_text(base)
+    settings = config.load(path, environ={})
+    assert (settings.retention.media_metric, settings.retention.account_metric) == (None, None)
+    path.write_text('[retention]\nmedia_metric = "400d"\naccount_metric = "0"\n' + base)
+    settings = config.load(path, environ={})
+    assert settings.retention.media_metric == timedelta(days=400)
+    assert settings.retention.account_metric is None
+    path.write_text('[retention]\nmedia_metric = "soon"\n' + base)
+    with pytest.raises(Exception, match=r"retention\.media_metric.*keep forever"):
+        config.load(path, environ={})
