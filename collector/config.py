@@ -833,41 +833,23 @@ FilterEntry = Annotated[str, pydantic.BeforeValidator(_filter_entry)]
 _UNRESOLVED = pydantic.SecretStr("")
 
 
-class Account(Section):
-    """``[[accounts]]``: one Instagram professional account and where its token is."""
+class _Tokened(Section):
+    """Where a table's access token is: exactly one of token_file, token_env, token_credential
+    (or token itself); resolved once, and it remembers where it came from."""
 
-    name: AccountName
-    ig_user_id: IgUserId
-    enabled: bool = True
-    login: Login = "facebook"
     token: pydantic.SecretStr = _UNRESOLVED
     token_file: Path | None = None
     token_env: EnvName | None = None
     token_credential: CredentialName | None = None
-    metrics: Mapping[models.ObjectKind, tuple[MetricName, ...]] = pydantic.Field(
-        default_factory=dict
-    )
 
     _token_source: str = pydantic.PrivateAttr("")
     _token_path: Path | None = pydantic.PrivateAttr(None)
 
-    @pydantic.model_validator(mode="after")
-    def _resolve_token(self) -> Self:
-        if self.login == "instagram":
-            for kind, names in self.metrics.items():
-                wrong = sorted(set(names) & FACEBOOK_LOGIN_ONLY_METRICS)
-                if wrong:
-                    raise _problem(
-                        f"{', '.join(wrong)}: only the Instagram API with Facebook Login serves "
-                        f"{'it' if len(wrong) == 1 else 'them'}: remove "
-                        f'{"it" if len(wrong) == 1 else "them"} or set login = "facebook"',
-                        ("metrics", str(kind)),
-                    )
+    def _take_token(self) -> None:
         resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
         _replace(self, "token", resolved.value)
         self._token_source = resolved.source
         self._token_path = resolved.path
-        return self
 
     @property
     def token_source(self) -> str:
@@ -884,6 +866,33 @@ class Account(Section):
         """The token is written in the configuration itself."""
         return self._token_path is None and self.token_env is None
 
+
+class Account(_Tokened):
+    """``[[accounts]]``: one Instagram professional account and where its token is."""
+
+    name: AccountName
+    ig_user_id: IgUserId
+    enabled: bool = True
+    login: Login = "facebook"
+    metrics: Mapping[models.ObjectKind, tuple[MetricName, ...]] = pydantic.Field(
+        default_factory=dict
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _resolve_token(self) -> Self:
+        if self.login == "instagram":
+            for kind, names in self.metrics.items():
+                wrong = sorted(set(names) & FACEBOOK_LOGIN_ONLY_METRICS)
+                if wrong:
+                    raise _problem(
+                        f"{', '.join(wrong)}: only the Instagram API with Facebook Login serves "
+                        f"{'it' if len(wrong) == 1 else 'them'}: remove "
+                        f'{"it" if len(wrong) == 1 else "them"} or set login = "facebook"',
+                        ("metrics", str(kind)),
+                    )
+        self._take_token()
+        return self
+
     def row(self) -> models.AccountRow:
         """The account as the store records it."""
         return models.AccountRow(
@@ -894,43 +903,19 @@ class Account(Section):
         )
 
 
-class Source(Section):
+class Source(_Tokened):
     """``[[sources]]``: one token that lists accounts (``/me/accounts``, or ``/me``)."""
 
     name: AccountName
     login: Login = "facebook"
-    token: pydantic.SecretStr = _UNRESOLVED
-    token_file: Path | None = None
-    token_env: EnvName | None = None
-    token_credential: CredentialName | None = None
     allow: tuple[FilterEntry, ...] = ()
     deny: tuple[FilterEntry, ...] = ()
     every: Duration = timedelta(days=1)
 
-    _token_source: str = pydantic.PrivateAttr("")
-    _token_path: Path | None = pydantic.PrivateAttr(None)
-
     @pydantic.model_validator(mode="after")
     def _resolve_token(self) -> Self:
-        resolved = _resolve_secret(self, "token", "access token", _context(), required=True)
-        _replace(self, "token", resolved.value)
-        self._token_source = resolved.source
-        self._token_path = resolved.path
+        self._take_token()
         return self
-
-    @property
-    def token_source(self) -> str:
-        """Where the token came from (never the token)."""
-        return self._token_source
-
-    @property
-    def token_path(self) -> Path | None:
-        """The file the token was read from, to notice an operator's edit."""
-        return self._token_path
-
-    @property
-    def token_is_literal(self) -> bool:
-        return self._token_path is None and self.token_env is None
 
 
 class Settings(pydantic_settings.BaseSettings):

@@ -63,3 +63,16 @@ comment on column story_final_metrics.missed_reason is
     'Why the story has no final snapshot (below_threshold, token_parked, throttled, process_down, '
     'retries_exhausted, gone, not_polled); NULL when it has one or is still live.';
 comment on column story_final_metrics.missed_at is 'When the miss was recorded.';
+comment on column story_final_metrics.ig_user_id is 'Instagram user id of the account.';
+comment on column story_final_metrics.account_name is 'The account''s name in the collector configuration.';
+comment on column story_final_metrics.username is 'The account''s Instagram username.';
+comment on column story_final_metrics.media_id is 'Instagram media id of the story.';
+comment on column story_final_metrics.posted_at is 'When the story was published.';
+comment on column story_final_metrics.expires_at is 'When the story (and its insights) expired: posted_at + 24 h.';
+comment on column story_final_metrics.permalink is 'Link to the story on Instagram.';
+comment on column story_final_metrics.metric is 'Graph API metric name (reach, views, navigation, …); NULL if none was captured.';
+comment on column story_final_metrics.breakdown is 'Breakdown name (e.g. story_navigation_action_type), or '''' for the total.';
+comment on column story_final_metrics.dimension is 'Breakdown value (e.g. tap_forward), or '''' for the total.';
+comment on column story_final_metrics.value is 'The metric value in that capture.';
+comment on column story_final_metrics.captured_at is 'When that capture was taken.';
+comment on column story_final_metrics.insights_status_reason is 'The API''s message for that outcome, if any.';
