@@ -23,7 +23,7 @@ import pydantic
 import structlog
 from aiohttp import web
 
-from collector import config, models, telemetry, webhook
+from collector import config, errors, models, telemetry, webhook
 
 HealthStatus = Literal["ok", "degraded", "fail"]
 
@@ -306,9 +306,13 @@ class WebServer:
                 log=self._log,
             )
             await site.start()
-        except OSError:
+        except OSError as exc:
             await runner.cleanup()
-            raise
+            raise errors.ConfigError(
+                f"web.port: cannot listen on {self._host}:{self._requested_port} "
+                f"({exc.strerror or exc}): another process holds it? set [web] port to a free "
+                "port (0: any), or [web] enabled = false"
+            ) from None
         self._runner = runner
         self._site = site
         self._port = runner.addresses[0][1]

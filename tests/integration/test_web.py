@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import structlog
 
-from collector import config, models, telemetry, web
+from collector import config, errors, models, telemetry, web
 from collector.simulator import webhooks
 
 SECRET = "test_app_secret"
@@ -112,6 +112,19 @@ async def test_port_zero_binds_a_free_port(start: Start, tmp_path: Path) -> None
     assert h.server.url == f"http://127.0.0.1:{h.server.port}"
     other = await start(secured(tmp_path))
     assert other.server.port != h.server.port
+
+
+async def test_a_port_in_use_is_a_clear_error(start: Start, tmp_path: Path) -> None:
+    settings = secured(tmp_path)
+    taken = await start(settings)
+    busy = settings.model_copy(
+        update={"web": settings.web.model_copy(update={"port": taken.server.port})}
+    )
+    with pytest.raises(errors.ConfigError) as caught:
+        await start(busy)
+    message = str(caught.value)
+    assert f"cannot listen on 127.0.0.1:{taken.server.port}" in message
+    assert "set [web] port" in message
 
 
 async def test_metrics(start: Start, tmp_path: Path) -> None:
