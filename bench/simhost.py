@@ -88,8 +88,8 @@ def main(argv: list[str]) -> int:
     gauge = Gauge()
     plain_make_app = app_mod.make_app
 
-    def make_app(g: app_mod.graph.Graph) -> web.Application:
-        application = plain_make_app(g)
+    def make_app(g: app_mod.graph.Graph, host: str = "facebook") -> web.Application:
+        application = plain_make_app(g, host)
         application.middlewares.append(gauge.middleware)
         return application
 
