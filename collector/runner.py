@@ -655,14 +655,18 @@ class Runner:
 
     # ------------------------------------------------------------------ one job
 
-    async def _write(self, batch: models.Batch, state: AccountState | None = None) -> None:
-        if not len(batch):
-            return
+    def _take_in(self, batch: models.Batch, state: AccountState | None) -> None:
+        """Count a batch into the stats and the account's tally, stamp its lease epoch."""
         self.stats.rows_buffered += len(batch)
         if state is not None:
             state.tally.metric_rows += len(batch.media_metrics) + len(batch.account_metrics)
             state.tally.errors += len(batch.errors)
             self._stamp(state.target.ig_user_id, batch)
+
+    async def _write(self, batch: models.Batch, state: AccountState | None = None) -> None:
+        if not len(batch):
+            return
+        self._take_in(batch, state)
         await self.writer.write(batch)
 
     async def _set_status(
@@ -737,22 +741,16 @@ class Runner:
                         "rows_discarded",
                         account=state.target.name,
                         rows=len(out),
-                        reason=("the lease ran out while the job ran"),
+                        reason="the lease ran out while the job ran",
                     )
                 out = models.Batch()
-            self._stamp(job.account, out)
-            self._account_rows(state, out)
+            self._take_in(out, state)
             self.writer.add(out)
             self._pace(job.account)
             self.last_job_at = self.clock.now()
             if self.telemetry is not None:
                 self.telemetry.job_done(str(job.kind), outcome, lateness)
         await self._record_usage(state)
-
-    def _account_rows(self, state: AccountState, out: models.Batch) -> None:
-        self.stats.rows_buffered += len(out)
-        state.tally.metric_rows += len(out.media_metrics) + len(out.account_metrics)
-        state.tally.errors += len(out.errors)
 
     async def _execute_guarded(
         self,

@@ -31,6 +31,8 @@ from collector import errors, models, records
 
 FILENAME = "spool.log"
 REJECTED = "spool.rejected"
+#: records PostgreSQL refused, one JSON line each (the writer's splitting sets them aside)
+REFUSED = "rejected.jsonl"
 
 
 def dump(batch: models.Batch) -> bytes:
@@ -172,6 +174,20 @@ def _write_whole(fd: int, data: bytes, start: int) -> None:
         os.ftruncate(fd, start)
         os.fsync(fd)
     raise failure
+
+
+def _append_whole(path: Path, data: bytes, what: str) -> None:
+    """Append all of ``data`` to ``path`` durably (0600), or raise ``SpoolError``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            _write_whole(fd, data, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise errors.SpoolError(
+            f"cannot set {what} aside in {path}: {_describe(exc)}", errno=exc.errno
+        ) from exc
 
 
 def _size(fd: int) -> int | None:
@@ -392,18 +408,17 @@ class Spool:
 
     def _set_aside(self, raw: bytes, reason: str) -> Path:
         path = self.path.with_name(REJECTED)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                start = os.fstat(fd).st_size
-                _write_whole(fd, json.dumps({"reason": reason}).encode() + b"\n" + raw, start)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise errors.SpoolError(
-                f"cannot set a batch aside in {path}: {_describe(exc)}", errno=exc.errno
-            ) from exc
+        _append_whole(path, json.dumps({"reason": reason}).encode() + b"\n" + raw, "a batch")
         return path
+
+    @property
+    def refused_path(self) -> Path:
+        return self.path.with_name(REFUSED)
+
+    def refuse(self, line: bytes) -> Path:
+        """Keep one record PostgreSQL refused (a JSON line) where an operator can read it."""
+        _append_whole(self.refused_path, line + b"\n", "a refused record")
+        return self.refused_path
 
     def clear(self) -> None:
         """Forget the records the last :meth:`batches` reading handed on (all of them, after a

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from collector import telemetry as telemetry_mod
 
 #: records kept in memory while neither the database nor the spool takes them
 MEMORY_MAX_ROWS = 500_000
-REJECTED_FILENAME = "rejected.jsonl"
 
 
 class Writer:
@@ -71,7 +69,7 @@ class Writer:
         self._pending = models.Batch()
         self._queue: collections.deque[models.Batch] = collections.deque()
         self._lock = asyncio.Lock()
-        self.rejected_path: Path = spool_.path.with_name(REJECTED_FILENAME)
+        self.rejected_path: Path = spool_.refused_path
 
     # ------------------------------------------------------------------ state
 
@@ -218,13 +216,8 @@ class Writer:
         ).encode()
         kept_in: str | None = str(self.rejected_path)
         try:
-            fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as write_exc:
+            self.spool.refuse(line)
+        except errors.SpoolError as write_exc:
             kept_in = None
             self.log.error("rejected_record_not_kept", message=str(write_exc)[:200])
         self.log.error("record_rejected", kind=kind.part, message=str(exc)[:300], kept_in=kept_in)
