@@ -179,6 +179,20 @@ class Daemon:
         )
         return run
 
+    async def start_engine(
+        self, logins: dict[str, jobs.Login], limiter: ratelimit.Limiter, *, once: bool
+    ) -> tuple[runner.Runner, roster.Update]:
+        """The roster (sources listed, tokens renewed), the database (schema, accounts, spool
+        replay) and the runner: the same start for the daemon and a pass."""
+        update = await self.start_roster(logins)
+        await self.start_database()
+        facebook = logins["facebook"]
+        self.limiter = limiter
+        run = self.build_runner(
+            facebook.client, limiter, facebook.catalog, once=once, logins=logins
+        )
+        return run, update
+
     async def start_roster(self, logins: dict[str, jobs.Login]) -> roster.Update:
         """List every source and renew the due tokens: the accounts to start with."""
         names = self.roster = roster.Roster(self.settings, logins, logger=self.log)
@@ -224,13 +238,7 @@ class Daemon:
             async with wiring.opened_logins(
                 settings, st, self.clock, limiter, on_call=self.telemetry.api_call
             ) as logins:
-                update = await self.start_roster(logins)
-                await self.start_database()
-                facebook = logins["facebook"]
-                run = self.build_runner(
-                    facebook.client, limiter, facebook.catalog, once=False, logins=logins
-                )
-                self.limiter = limiter
+                run, update = await self.start_engine(logins, limiter, once=False)
                 assert self.roster is not None
                 if settings.cluster.enabled:
                     self._join_cluster(st, [login.client for login in logins.values()], run)
@@ -657,12 +665,8 @@ async def run_once(
     try:
         limiter = wiring.build_limiter(settings)
         async with wiring.opened_logins(settings, st, shell.clock, limiter) as logins:
-            update = await shell.start_roster(logins)
-            await shell.start_database()
+            run, update = await shell.start_engine(logins, limiter, once=True)
             client = logins["facebook"].client
-            run = shell.build_runner(
-                client, limiter, logins["facebook"].catalog, once=True, logins=logins
-            )
             assert shell.roster is not None
             targets = shell.roster.targets()
             await run.set_accounts(targets)
