@@ -19,7 +19,7 @@ written over ``--days`` days ending now:
   countries, 45 cities) per account and day.
 
 Rows go in month by month in capture order, with every index in place, as the collector would
-write them; only the changes of a series become ``media_metric_value`` rows. Then: rows, bytes
+write them: one ``media_capture`` row per capture with all its values. Then: rows, bytes
 per polled value (tables and indexes), table and index sizes, and the time (median and worst of
 ``--repeat`` runs, after one warm-up) of every view read for one account (``northwind``) and of
 every query of ``sql/examples.sql`` as written. ``--variants`` also measures the storage choices
@@ -173,24 +173,27 @@ where s.posted_at + make_interval(secs => ages[i] * 3600) >= $1
 """
 
 CAPTURES = """
-insert into media_capture (media_id, captured_at, key_set_id, is_final)
-select media_id, captured_at,
-       case when kind = 'post' then 1 when is_final then 3 else 2 end, is_final
-from bench_poll
-order by captured_at;
-"""
-
-VALUES = """
-insert into media_metric_value (captured_at, series_id, value)
-select p.captured_at, p.series_base + m.no, bench_value(p.scale, m.factor, p.age_h, p.tau)
+insert into media_capture (captured_at, media_id, key_set_id, is_final, vals)
+select p.captured_at, p.media_id,
+       case when p.kind = 'post' then 1 when p.is_final then 3 else 2 end, p.is_final,
+       -- aligned with the key set: its key_ids are the bench_metric numbers in order
+       array_agg(bench_value(p.scale, m.factor, p.age_h, p.tau) order by m.no)
 from (select *, case when kind = 'post' then 36.0 else 4.0 end as tau from bench_poll) p
 join bench_metric m
   on m.kind = p.kind or (m.kind = 'final' and p.kind = 'story' and p.is_final)
-where p.first
-   or m.kind = 'final'
-   or bench_value(p.scale, m.factor, p.age_h, p.tau)
-      <> bench_value(p.scale, m.factor, p.prev_h, p.tau)
-order by p.captured_at;
+group by p.captured_at, p.media_id, p.kind, p.is_final
+order by p.captured_at, p.media_id;
+"""
+
+#: how many polled values repeated the previous value of their series (reported, not stored
+#: differently: every capture keeps all its values)
+CHANGED = """
+select count(*) filter (where p.first or m.kind = 'final'
+                        or bench_value(p.scale, m.factor, p.age_h, p.tau)
+                           <> bench_value(p.scale, m.factor, p.prev_h, p.tau))
+from (select *, case when kind = 'post' then 36.0 else 4.0 end as tau from bench_poll) p
+join bench_metric m
+  on m.kind = p.kind or (m.kind = 'final' and p.kind = 'story' and p.is_final)
 """
 
 POLLED = """
@@ -211,27 +214,13 @@ order by d;
 """
 
 CURRENT = """
-insert into media_metric_current (series_id, media_id, key_id, value, captured_at, changed_at,
-                                  first_captured_at, is_final) overriding system value
-select v.series_id, c.media_id, v.series_id % 32, v.value,
-       case when v.series_id % 32 >= 13 then c.last_final_at else c.last_at end,
-       v.captured_at, v.first_at,
-       case when v.series_id % 32 >= 13 then true else c.last_is_final end
-from (
-    select distinct on (series_id) series_id, captured_at, value,
-           min(captured_at) over (partition by series_id) as first_at
-    from media_metric_value
-    order by series_id, captured_at desc
-) v
-join (
-    select media_id, max(captured_at) as last_at,
-           max(captured_at) filter (where is_final) as last_final_at,
-           (array_agg(is_final order by captured_at desc))[1] as last_is_final
-    from media_capture
-    group by media_id
-) c on c.media_id = (
-    select media_id from bench_series_media where series_base = v.series_id - v.series_id % 32
-);
+insert into media_metric_current (media_id, key_set_id, captured_at, first_captured_at, is_final,
+                                  vals, wide)
+select distinct on (media_id, key_set_id)
+       media_id, key_set_id, captured_at,
+       min(captured_at) over (partition by media_id, key_set_id), is_final, vals, wide
+from media_capture
+order by media_id, key_set_id, captured_at desc;
 """
 
 
@@ -261,10 +250,14 @@ def views(end: datetime) -> dict[str, tuple[str, list[Any]]]:
             "select * from media_metric_at($1) where account_name = 'northwind'",
             [half_year],
         ),
-        "media_metric_history (account, changes of 30 days)": (
-            "select * from media_metric_history where account_name = 'northwind' "
-            "and valid_from > $1",
-            [month],
+        "media_metric_changes(t - 30 d, t) (account)": (
+            "select * from media_metric_changes($1, $2) where account_name = 'northwind'",
+            [month, end],
+        ),
+        "media_metric_changes(t - 30 d, t) (account, reach of posts)": (
+            "select * from media_metric_changes($1, $2, array['reach']) "
+            "where account_name = 'northwind' and not is_story and breakdown = ''",
+            [month, end],
         ),
         "media_metric_history (one post, all)": (
             f"select * from media_metric_history where media_id = {some_post}",
@@ -301,8 +294,8 @@ select parent, sum(pg_relation_size(relid)) as heap,
 from (
     -- a partitioned table is the sum of its partitions; a plain table is itself
     select t as parent, coalesce(pt.relid, t::regclass) as relid
-    from unnest(array['media_capture', 'media_metric_value', 'account_metric_value',
-                      'media_metric_current', 'metric_key', 'metric_key_set', 'media',
+    from unnest(array['media_capture', 'account_metric_value', 'media_metric_current',
+                      'media_capture_carried', 'metric_key', 'metric_key_set', 'media',
                       'account']) t
     left join lateral (
         select relid from pg_partition_tree(t::regclass) where isleaf
@@ -340,7 +333,7 @@ VARIANTS = {
         "primary key (series_id, captured_at))",
         "at, val, series",
     ),
-    "series_id, integer value + numeric fallback (chosen)": (
+    "series_id, integer value + numeric fallback (0007: change rows)": (
         "create table v (captured_at timestamptz, series_id integer, value integer, "
         "value_wide numeric, primary key (series_id, captured_at))",
         "at, series, val",
@@ -397,16 +390,17 @@ async def variants(conn: asyncpg.Connection, rows: int) -> None:
             f"| {label} | {heap / rows:.1f} | {index / rows:.1f} | {(heap + index) / rows:.1f} | "
             f"{(heap + packed) / rows:.1f} |"
         )
-    # Not built, measured for comparison: no change detection at all, one row per capture with
-    # its values in an array aligned to the capture's key set (per value: the row divided by 10)
+    # Chosen (0009): no change detection at all, one row per capture with its values in an
+    # array aligned to the capture's key set (per value: the row divided by 10)
     await conn.execute("drop table v")
     await conn.execute(
-        "create table v (media_id bigint, captured_at timestamptz, key_set_id integer, "
-        "is_final boolean, vals integer[], primary key (media_id, captured_at))"
+        "create table v (captured_at timestamptz, media_id bigint, key_set_id integer, "
+        "is_final boolean, vals integer[], wide numeric[], "
+        "primary key (media_id, captured_at, key_set_id))"
     )
     await conn.execute(
-        "insert into v select 17900000000000000 + c % 10000, "
-        "$1::timestamptz + make_interval(hours => c / 10000), 1, false, "
+        "insert into v select $1::timestamptz + make_interval(hours => c / 10000), "
+        "17900000000000000 + c % 10000, 1, false, "
         "array(select (hashint4(c * 10 + i) & 65535) from generate_series(1, 10) i) "
         "from generate_series(0, $2::integer / 10 - 1) c order by c",
         datetime(2026, 1, 1, tzinfo=UTC),
@@ -418,7 +412,7 @@ async def variants(conn: asyncpg.Connection, rows: int) -> None:
     await conn.execute("reindex table v")
     packed = await conn.fetchval("select pg_indexes_size('v')")
     print(
-        f"| not built: a row per capture, 10 values in an integer[] (per value) | "
+        f"| a row per capture, 10 values in an integer[] (chosen, 0009; per value) | "
         f"{heap / rows:.1f} | {index / rows:.1f} | {(heap + index) / rows:.1f} | "
         f"{(heap + packed) / rows:.1f} |"
     )
@@ -440,16 +434,20 @@ async def report_sizes(
         )
     media_bytes = sum(
         sizes[t]["total"]
-        for t in ("media_capture", "media_metric_value", "media_metric_current", "metric_key_set")
+        for t in (
+            "media_capture",
+            "media_metric_current",
+            "media_capture_carried",
+            "metric_key_set",
+        )
     )
-    values = sizes["media_metric_value"]["total"]
-    captures = sizes["media_capture"]["total"]
+    captures = sizes["media_capture"]
     current = sizes["media_metric_current"]["total"]
     print(
-        f"\nmedia history (captures + values + current + key sets): {media_bytes / 2**20:,.0f} MB "
+        f"\nmedia history (captures + current + carried + key sets): {media_bytes / 2**20:,.0f} MB "
         f"= **{media_bytes / polled:.1f} bytes per polled value** incl. indexes "
-        f"(values {values / polled:.1f}, captures {captures / polled:.1f}, "
-        f"current {current / polled:.1f})"
+        f"(captures {captures['total'] / polled:.1f}: heap {captures['heap'] / polled:.1f}, "
+        f"index {captures['indexes'] / polled:.1f}; current {current / polled:.1f})"
     )
     acct = sizes["account_metric_value"]["total"]
     print(
@@ -478,7 +476,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
         start = end - timedelta(days=args.days)
         months = month_starts(start, end)
         # the partitions, as Store.maintain / Store.write would have made them
-        for parent in ("media_capture", "media_metric_value", "account_metric_value"):
+        for parent in ("media_capture", "account_metric_value"):
             await conn.execute(
                 "select collector_ensure_partitions($1, $2, $3)",
                 parent,
@@ -493,29 +491,24 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
                 await conn.execute(statement, *used)
             else:
                 await conn.execute(statement)
-        polled = 0
+        polled = changed = 0
         for month in months:
             lo, hi = max(month, start), min((month + timedelta(days=32)).replace(day=1), end)
             t0 = time.perf_counter()
             await conn.execute("truncate bench_poll")
             await conn.execute(POLLS_OF_MONTH, lo, hi, start)
             polled += int(await conn.fetchval(POLLED) or 0)
+            changed += int(await conn.fetchval(CHANGED) or 0)
             await conn.execute(CAPTURES)
-            await conn.execute(VALUES)
             await conn.execute(ACCOUNT_OF_MONTH, lo, hi, args.accounts)
             print(
                 f"  {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {time.perf_counter() - t0:.0f} s, "
                 f"{polled:,} polled values so far",
                 flush=True,
             )
-        await conn.execute(
-            "create table bench_series_media as select series_base, media_id from bench_post "
-            "union all select series_base, media_id from bench_story; "
-            "create unique index on bench_series_media (series_base)"
-        )
         await conn.execute(CURRENT)
         await conn.execute(
-            "drop table bench_poll, bench_post, bench_story, bench_series_media; "
+            "drop table bench_poll, bench_post, bench_story; "
             "drop function bench_value, bench_story_ages"
         )
         generated = time.perf_counter() - began
@@ -524,7 +517,6 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
 
         counts = {
             "media_capture": await conn.fetchval("select count(*) from media_capture"),
-            "media_metric_value": await conn.fetchval("select count(*) from media_metric_value"),
             "media_metric_current": await conn.fetchval(
                 "select count(*) from media_metric_current"
             ),
@@ -537,14 +529,14 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
             f"polled media values: {polled:,} "
             f"({polled / args.accounts / args.days:,.0f} per account and day)"
         )
-        stored = counts["media_metric_value"]
         print(
-            f"value rows stored: {stored:,} = {stored / polled:.1%} of polled values "
-            "(the rest repeated the previous value of their series)"
+            f"values that changed since the previous poll of their series: {changed:,} = "
+            f"{changed / polled:.1%} (stored all the same: a capture keeps every value)"
         )
         print(
-            f"captures: {counts['media_capture']:,}; "
-            f"series (current rows): {counts['media_metric_current']:,}"
+            f"captures: {counts['media_capture']:,} "
+            f"({polled / max(counts['media_capture'], 1):.1f} values each); "
+            f"current rows (media x key set): {counts['media_metric_current']:,}"
         )
         print(f"account buckets: {counts['account_metric_value']:,}")
         await report_sizes(conn, counts, polled, args.accounts, "as written, indexes not compacted")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import orjson
 
 from collector import clock as clock_mod
 from collector import errors, parse, ratelimit
@@ -289,8 +290,14 @@ class GraphClient:
         try:
             raw: bytes | None = None
             try:
+                if form is not None:
+                    headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
                 async with session.request(
-                    method, url, params=query, data=form, headers=headers
+                    method,
+                    url,
+                    params=query,
+                    data=None if form is None else form_body(form),
+                    headers=headers,
                 ) as resp:
                     status = resp.status
                     usage = ratelimit.parse_usage(resp.headers)
@@ -354,7 +361,7 @@ class GraphClient:
                 http_status=status,
             )
         try:
-            return json.loads(raw)
+            return loads(raw)
         except (ValueError, RecursionError) as exc:
             # ValueError: not JSON, not UTF-8, an integer of over 4,300 digits;
             # RecursionError: nested deeper than the decoder goes
@@ -515,7 +522,7 @@ class GraphClient:
         status = code if isinstance(code, int) and not isinstance(code, bool) else 500
         raw = element.get("body")
         try:
-            body = json.loads(raw) if isinstance(raw, str) else None
+            body = loads(raw) if isinstance(raw, str) else None
         except (ValueError, RecursionError):
             self.calls[(endpoint, "malformed")] += 1
             return errors.MalformedResponse(f"GET {endpoint}: a batch body that is not JSON")
@@ -576,6 +583,46 @@ class GraphClient:
             else (),
             error=_str_or_none(err.get("message")) if isinstance(err, dict) else None,
         )
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON, decoded by orjson (several times faster than ``json``, the bulk of a pass's CPU);
+    what orjson refuses and ``json`` takes (``NaN``, lone surrogates, nesting past 1,024 levels)
+    goes to ``json``, so the answers are those of ``json`` but for integers past 2^64, which
+    orjson makes floats (no metric or id the collector keeps is that large: both are refused
+    either way)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+#: ``application/x-www-form-urlencoded`` of ASCII text, as ``urllib.parse.quote_plus`` spells
+#: it, in one C pass (``str.translate``) instead of a Python step per byte: the batch parameter
+#: is tens of kilobytes of JSON
+_FORM_ASCII = {
+    c: (
+        chr(c)
+        if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_.-~")
+        else "+"
+        if c == 0x20
+        else f"%{c:02X}"
+    )
+    for c in range(128)
+}
+
+
+def form_body(form: Mapping[str, str]) -> bytes:
+    """A form's body, byte for byte what ``urllib.parse.urlencode`` makes of it."""
+    parts = []
+    for key, value in form.items():
+        pair = []
+        for text in (key, value):
+            pair.append(
+                text.translate(_FORM_ASCII) if text.isascii() else urllib.parse.quote_plus(text)
+            )
+        parts.append("=".join(pair))
+    return "&".join(parts).encode("ascii")
 
 
 def _element_usage(element: Any) -> ratelimit.Usage | None:

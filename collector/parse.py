@@ -61,6 +61,14 @@ def timestamp(value: Any) -> datetime | None:
     """Meta's ``2024-06-17T19:39:18+0000`` (or ISO with a colon) as an aware UTC datetime."""
     if not isinstance(value, str) or len(value) > 40:
         return None
+    if len(value) == 24 and value[10] == "T" and value[19] in "+-":
+        # the common spelling, parsed by the C fromisoformat (strptime is Python)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
     for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
         try:
             return datetime.strptime(value, fmt).astimezone(UTC)

@@ -9,6 +9,7 @@ limiter refuses calls until the pause it derived has passed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -78,8 +79,14 @@ def _number(value: Any) -> float:
 
 def parse_usage(headers: Mapping[str, str]) -> Usage:
     """Parse both usage headers; malformed headers count as absent, never as an error."""
+    return _parse_usage(headers.get(BUC_HEADER), headers.get(APP_HEADER))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_usage(raw: str | None, raw_app: str | None) -> Usage:
+    # cached: the answers of one batch, and of one account between two readings, repeat the
+    # same headers, and Usage is immutable
     buc: list[BucEntry] = []
-    raw = headers.get(BUC_HEADER)
     if raw:
         try:
             doc = json.loads(raw)
@@ -103,7 +110,6 @@ def parse_usage(headers: Mapping[str, str]) -> Usage:
                         )
                     )
     app: dict[str, float] = {}
-    raw_app = headers.get(APP_HEADER)
     if raw_app:
         try:
             doc_app = json.loads(raw_app)

@@ -193,7 +193,6 @@ class Store:
         done: list[tuple[str, str]] = []
         for parent, keep in (
             ("media_capture", media_metric),
-            ("media_metric_value", media_metric),
             ("account_metric_value", account_metric),
         ):
             # one table per transaction: partition DDL locks its parent exclusively
@@ -234,12 +233,13 @@ class Store:
         concurrent writers. The months known to exist are cached, so this is free per batch.
         """
         needed: dict[str, set[date]] = {}
-        for v in batch.media_metrics:
-            needed.setdefault("media_metric_value", set()).add(_month(v.captured_at))
-        if "media_metric_value" in needed:
-            needed["media_capture"] = needed["media_metric_value"]
-        for a in batch.account_metrics:
-            needed.setdefault("account_metric_value", set()).add(_month(a.end_time))
+        # a batch holds a few instants, repeated by every value of a capture
+        if batch.media_metrics:
+            instants = {v.captured_at for v in batch.media_metrics}
+            needed["media_capture"] = {_month(at) for at in instants}
+        if batch.account_metrics:
+            instants = {a.end_time for a in batch.account_metrics}
+            needed["account_metric_value"] = {_month(at) for at in instants}
         wanted = {(parent, m) for parent, months in needed.items() for m in months}
         if wanted <= self._months:
             return

@@ -82,11 +82,11 @@ order by name;
 
 -- name: views_a_week_ago
 -- Value at a time: one account's posts and reels, their views and reach as they stood 7 days
--- ago (and since when), next to their latest values.
+-- ago (and the capture that said so), next to their latest values.
 select w.media_id,
        w.metric,
        w.value as value_7_days_ago,
-       w.valid_from,
+       w.confirmed_at,
        l.value as latest,
        l.captured_at as latest_captured_at
 from media_metric_at(now() - interval '7 days') w
@@ -104,16 +104,15 @@ order by w.media_id, w.metric;
 
 -- name: reach_changes_last_30_days
 -- A series over a range: every change of the reach of one account's posts and reels in the
--- last 30 days, with until when each value held (NULL: still current). The values at the
--- start of the range are media_metric_at(now() - interval '30 days').
+-- last 30 days, the value before it, and until when each value held (NULL: still current).
+-- The third argument names the metrics to read (NULL: all of them).
 select media_id,
+       previous_value as reach_before,
        value as reach,
        valid_from,
        valid_until
-from media_metric_history
+from media_metric_changes(now() - interval '30 days', now(), array['reach'])
 where account_name = 'northwind'
   and not is_story
-  and metric = 'reach'
   and breakdown = ''
-  and valid_from > now() - interval '30 days'
 order by media_id, valid_from;

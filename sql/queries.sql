@@ -27,14 +27,11 @@ create temp table stage_media_metric (
     media_id text, metric text, breakdown text, dimension text, value numeric,
     captured_at timestamptz, is_final boolean
 ) on commit delete rows;
--- stage_media_metric resolved to series (ids, key, the series' stored state): the work table
--- of insert_media_metrics, not filled by the Python side
-create temp table stage_media_value (
-    series_id integer, media_id bigint, key_id integer, captured_at timestamptz, value numeric,
-    is_final boolean, cur_value numeric, cur_at timestamptz, fresh boolean
-) on commit delete rows;
+-- stage_media_metric grouped into captures: the work table of insert_media_metrics, not filled
+-- by the Python side
 create temp table stage_media_capture (
-    media_id bigint, captured_at timestamptz, key_ids integer[], is_final boolean
+    media_id bigint, captured_at timestamptz, key_ids integer[], vals integer[], wide numeric[],
+    is_final boolean, key_set_id integer
 ) on commit delete rows;
 create temp table stage_media_poll (
     media_id text, polled_at timestamptz, status text, is_final boolean, reason text,
@@ -142,12 +139,10 @@ where excluded.last_seen_at > m.last_seen_at
    );
 
 -- name: insert_media_metrics
--- Change-only history (see sql/migrations/0007_history.sql): a media_metric_value row only
--- when a series takes a new value, a media_capture row per capture, and the current value of
--- every series in media_metric_current. Captures newer than a series' last one (the usual
--- case) are compared with its current value and read no history; an older one (a late replay)
--- reads the stored history around it, and when it changes the value, the next stored capture
--- gets a row restoring what it saw. A replay of stored captures writes nothing at all.
+-- One media_capture row per capture (media and time) with every value it carried, aligned with
+-- its key set (see sql/migrations/0009_history_captures.sql), and the latest capture of each
+-- media and key set in media_metric_current. A replay of a stored capture writes nothing; an
+-- older capture (a late replay) is stored and leaves the current row alone.
 insert into metric_key (metric, breakdown, dimension)
 select distinct s.metric, s.breakdown, s.dimension
 from stage_media_metric s
@@ -157,185 +152,64 @@ where not exists (
 )
 on conflict do nothing;
 -- captures older than the retention horizon would recreate a dropped month: not kept
-delete from stage_media_metric
-where captured_at < (select horizon from history_retention where relation = 'media_metric_value');
--- series seen for the first time are created with their final state (the batch's last value,
--- when it last changed): the statements below then only add their value rows
-with fresh as (
-    select distinct on (s.media_id::bigint, k.key_id, s.captured_at)
-        s.media_id::bigint as media_id, k.key_id, s.captured_at, s.value, s.is_final
+insert into stage_media_capture (media_id, captured_at, key_ids, vals, wide, is_final)
+select d.media_id, d.captured_at,
+       array_agg(d.key_id order by d.key_id),
+       array_agg(case when d.fits then d.value::integer end order by d.key_id),
+       case when bool_and(d.fits) then null
+            else array_agg(case when not d.fits then d.value end order by d.key_id) end,
+       bool_or(d.is_final)
+from (
+    -- one value per key and capture (a batch repeating one keeps the final's)
+    select distinct on (s.media_id::bigint, s.captured_at, k.key_id)
+           s.media_id::bigint as media_id, s.captured_at, k.key_id, s.value, s.is_final,
+           s.value = trunc(s.value) and s.value between -2147483648 and 2147483647 as fits
     from stage_media_metric s
     join metric_key k
         on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
-    where not exists (
-        select 1 from media_metric_current e
-        where e.media_id = s.media_id::bigint and e.key_id = k.key_id
+    where s.captured_at >= coalesce(
+        (select horizon from history_retention where relation = 'media_capture'), '-infinity'
     )
-    order by s.media_id::bigint, k.key_id, s.captured_at, s.is_final desc
-),
-flagged as (
-    select f.*,
-           f.value is distinct from lag(f.value) over (
-               partition by f.media_id, f.key_id order by f.captured_at
-           ) as changed
-    from fresh f
-)
-insert into media_metric_current as c (
-    media_id, key_id, value, captured_at, changed_at, first_captured_at, is_final
-)
-select media_id, key_id,
-       (array_agg(value order by captured_at desc))[1],
-       max(captured_at),
-       max(captured_at) filter (where changed),
-       min(captured_at),
-       (array_agg(is_final order by captured_at desc))[1]
-from flagged
-group by media_id, key_id
--- a concurrent writer created it first: ours is then an ordinary (locked, read) series below
-on conflict (media_id, key_id) do nothing;
--- lock the batch's series in series order (concurrent writers of one series wait, never
--- deadlock); the next statements then read the state the previous writer committed
-select 1
-from media_metric_current c
-where (c.media_id, c.key_id) in (
-    select s.media_id::bigint, k.key_id
-    from stage_media_metric s
-    join metric_key k
-        on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
-)
-order by c.series_id
-for update of c;
-insert into stage_media_value (
-    series_id, media_id, key_id, captured_at, value, is_final, cur_value, cur_at, fresh
-)
-select distinct on (c.series_id, s.captured_at)
-    c.series_id, c.media_id, c.key_id, s.captured_at, s.value, s.is_final,
-    -- created by this transaction (above): compared with nothing stored, and already final
-    case when c.xmin <> pg_current_xact_id()::xid then c.value end,
-    case when c.xmin <> pg_current_xact_id()::xid then c.captured_at else '-infinity' end,
-    c.xmin = pg_current_xact_id()::xid
-from stage_media_metric s
-join metric_key k
-    on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
-join media_metric_current c on c.media_id = s.media_id::bigint and c.key_id = k.key_id
-order by c.series_id, s.captured_at, s.is_final desc;
-with staged as (
-    select w.*,
-           lag(w.value) over series as staged_prev,
-           lag(w.captured_at) over series as staged_prev_at,
-           lead(w.captured_at) over series as staged_next_at
-    from stage_media_value w
-    window series as (partition by w.series_id order by w.captured_at)
-),
-late as (
-    select w.series_id, w.captured_at, st.value as stored_value, st.captured_at as stored_at,
-           nx.captured_at as next_at
-    from staged w
-    left join lateral (
-        select coalesce(v.value, v.value_wide) as value, v.captured_at
-        from media_metric_value v
-        where v.series_id = w.series_id and v.captured_at <= w.captured_at
-        order by v.captured_at desc
-        limit 1
-    ) st on true
-    left join lateral (
-        select mc.captured_at
-        from media_capture mc
-        join metric_key_set ks on ks.key_set_id = mc.key_set_id
-        where mc.media_id = w.media_id
-          and mc.captured_at >= w.captured_at
-          and w.key_id = any (ks.key_ids)
-        order by mc.captured_at
-        limit 1
-    ) nx on true
-    where w.captured_at <= w.cur_at
-),
-decided as (
-    select w.series_id, w.captured_at, w.value, w.is_final, w.cur_at, w.fresh, l.next_at,
-           l.stored_value,
-           case
-               when w.captured_at > w.cur_at then
-                   w.value is distinct from case when w.staged_prev_at > w.cur_at
-                       then w.staged_prev else w.cur_value end
-               when l.next_at = w.captured_at then false  -- captured already: a replay
-               else w.value is distinct from case
-                   when w.staged_prev_at > coalesce(l.stored_at, '-infinity')
-                   then w.staged_prev else l.stored_value end
-           end as changed,
-           w.captured_at <= w.cur_at
-               and l.next_at > w.captured_at
-               and (w.staged_next_at is null or w.staged_next_at > l.next_at)
-               and l.stored_value is not null
-               and w.value is distinct from l.stored_value as restore
-    from staged w
-    left join late l on l.series_id = w.series_id and l.captured_at = w.captured_at
-),
-written as (
-    insert into media_metric_value (captured_at, series_id, value, value_wide)
-    select at, series_id,
-           case when v = trunc(v) and v between -2147483648 and 2147483647 then v::integer end,
-           case when not (v = trunc(v) and v between -2147483648 and 2147483647) then v end
-    from (
-        select captured_at as at, series_id, value as v from decided where changed
-        union all
-        select next_at, series_id, stored_value from decided where restore
-    ) r
-    on conflict do nothing
-    returning series_id, captured_at
-)
-update media_metric_current c
-set value = case when u.last_at > c.captured_at then u.last_value else c.value end,
-    is_final = case when u.last_at > c.captured_at then u.last_final else c.is_final end,
-    captured_at = greatest(c.captured_at, u.last_at),
-    changed_at = greatest(c.changed_at, u.written_at),
-    first_captured_at = least(c.first_captured_at, u.first_at)
-from (
-    select d.series_id,
-           max(d.captured_at) as last_at,
-           (array_agg(d.value order by d.captured_at desc))[1] as last_value,
-           (array_agg(d.is_final order by d.captured_at desc))[1] as last_final,
-           min(d.captured_at) as first_at,
-           max(greatest(
-               case when d.changed then d.captured_at end,
-               case when d.restore then d.next_at end
-           )) as written_at
-    from decided d
-    where not d.fresh
-    group by d.series_id
-) u
-where c.series_id = u.series_id
-  and (u.last_at > c.captured_at
-       or u.first_at < c.first_captured_at
-       or u.written_at > c.changed_at);
--- one capture row per media and time, with the set of keys it carried (merged with what an
--- earlier part of the same capture stored)
-insert into stage_media_capture (media_id, captured_at, key_ids, is_final)
-select w.media_id, w.captured_at,
-       case when ks.key_ids is null then w.key_ids else array(
-           select distinct x from unnest(w.key_ids || ks.key_ids) as x order by x
-       ) end,
-       w.is_final
-from (
-    select media_id, captured_at, array_agg(key_id order by key_id) as key_ids,
-           bool_or(is_final) as is_final
-    from stage_media_value
-    group by media_id, captured_at
-) w
-left join media_capture mc on mc.media_id = w.media_id and mc.captured_at = w.captured_at
-left join metric_key_set ks on ks.key_set_id = mc.key_set_id;
+    order by s.media_id::bigint, s.captured_at, k.key_id, s.is_final desc
+) d
+group by d.media_id, d.captured_at;
 insert into metric_key_set (key_ids)
 select distinct w.key_ids
 from stage_media_capture w
 where not exists (select 1 from metric_key_set s where s.key_ids = w.key_ids)
 on conflict do nothing;
-insert into media_capture as mc (media_id, captured_at, key_set_id, is_final)
-select w.media_id, w.captured_at, s.key_set_id, w.is_final
+update stage_media_capture w
+set key_set_id = s.key_set_id
+from metric_key_set s
+where s.key_ids = w.key_ids;
+insert into media_capture as mc (captured_at, media_id, key_set_id, is_final, vals, wide)
+select captured_at, media_id, key_set_id, is_final, vals, wide
+from stage_media_capture
+order by media_id, captured_at, key_set_id
+on conflict (media_id, captured_at, key_set_id) do update set is_final = true
+where excluded.is_final and not mc.is_final;
+-- in key order, so that concurrent writers of one media wait for each other, never deadlock
+insert into media_metric_current as c (
+    media_id, key_set_id, captured_at, first_captured_at, is_final, vals, wide
+)
+select distinct on (w.media_id, w.key_set_id)
+       w.media_id, w.key_set_id, w.captured_at,
+       min(w.captured_at) over (partition by w.media_id, w.key_set_id),
+       w.is_final, w.vals, w.wide
 from stage_media_capture w
-join metric_key_set s on s.key_ids = w.key_ids
-on conflict (media_id, captured_at) do update set
-    key_set_id = excluded.key_set_id,
-    is_final = mc.is_final or excluded.is_final
-where mc.key_set_id <> excluded.key_set_id or (excluded.is_final and not mc.is_final);
+order by w.media_id, w.key_set_id, w.captured_at desc
+on conflict (media_id, key_set_id) do update set
+    captured_at = case when excluded.captured_at >= c.captured_at
+                       then excluded.captured_at else c.captured_at end,
+    is_final = case when excluded.captured_at > c.captured_at then excluded.is_final
+                    when excluded.captured_at = c.captured_at then c.is_final or excluded.is_final
+                    else c.is_final end,
+    vals = case when excluded.captured_at > c.captured_at then excluded.vals else c.vals end,
+    wide = case when excluded.captured_at > c.captured_at then excluded.wide else c.wide end,
+    first_captured_at = least(c.first_captured_at, excluded.first_captured_at)
+where excluded.captured_at > c.captured_at
+   or excluded.first_captured_at < c.first_captured_at
+   or (excluded.captured_at = c.captured_at and excluded.is_final and not c.is_final);
 
 -- name: apply_media_polls
 -- The newest poll sets the status; gone_at keeps the first poll that found the object gone. A
@@ -626,8 +500,7 @@ select 'account' as name, count(*) as n from account
 union all select 'account_snapshot', count(*) from account_snapshot
 union all select 'media', count(*) from media
 -- polled values (the rows of the media_metric view), counted from the captures' key sets
-union all select 'media_metric', coalesce(sum(cardinality(ks.key_ids)), 0)
-    from media_capture c join metric_key_set ks on ks.key_set_id = c.key_set_id
+union all select 'media_metric', coalesce(sum(cardinality(vals)), 0) from media_capture
 union all select 'account_metric', count(*) from account_metric_value
 union all select 'metric_support', count(*) from metric_support
 union all select 'collection_error', count(*) from collection_error;
@@ -671,7 +544,7 @@ returning ig_user_id;
 
 -- name: maintain_history
 -- $1 the history table, $2 now, $3 months of partitions to create ahead, $4 retention (NULL:
--- keep forever). See collector_maintain in sql/migrations/0007_history.sql.
+-- keep forever). See collector_maintain in sql/migrations/0009_history_captures.sql.
 select action, partition_name from collector_maintain($1, $2, $3, $4);
 
 -- name: partitions_to_compact
@@ -680,7 +553,7 @@ select c.relname as partition_name
 from pg_inherits i
 join pg_class c on c.oid = i.inhrelid
 join pg_class p on p.oid = i.inhparent
-where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+where p.relname in ('media_capture', 'account_metric_value')
   and c.relname ~ '_[0-9]{4}_[0-9]{2}$'
   and (to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month') at time zone 'UTC' <= $1
   and not exists (select 1 from history_compacted h where h.partition_name = c.relname)
@@ -708,7 +581,7 @@ select p.relname as parent, to_date(right(c.relname, 7), 'YYYY_MM') as month
 from pg_inherits i
 join pg_class c on c.oid = i.inhrelid
 join pg_class p on p.oid = i.inhparent
-where p.relname in ('media_capture', 'media_metric_value', 'account_metric_value')
+where p.relname in ('media_capture', 'account_metric_value')
   and c.relname ~ '_[0-9]{4}_[0-9]{2}$';
 -- name: cluster_heartbeat
 -- A member says it is alive and how many leases it holds.

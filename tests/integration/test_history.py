@@ -1,5 +1,5 @@
-"""The compact history (migration 0007): data written by the previous schema survives the
-migration with every answer unchanged; change-only writes, late captures, retention."""
+"""The compact history (migrations 0007 and 0009): data written by each previous schema survives
+the migration with every answer unchanged; one row per capture, late captures, retention."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ from .conftest import write_config
 OLD_QUERIES = Path(__file__).parent / "data" / "queries_before_history.sql"
 #: the first migration of the compact history
 HISTORY = 7
+#: sql/queries.sql of the change-only history (main at 0e440af, migrations up to 0008)
+CHANGE_ONLY_QUERIES = Path(__file__).parent / "data" / "queries_at_0008.sql"
+#: the migration to one row per capture
+CAPTURES = 9
 
 Rows = list[tuple[Any, ...]]
 
@@ -166,6 +170,174 @@ async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous
     assert await values_at(old_conn, NEW_VALUE_AT, times) == old_at
 
 
+@pytest.fixture
+def change_only_schema(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make migrations and the store those of the change-only history (up to 0008)."""
+    real_migrations = schema.migrations
+    old = schema.parse_named(CHANGE_ONLY_QUERIES.read_text(encoding="utf-8"))
+    monkeypatch.setattr(
+        schema,
+        "migrations",
+        lambda folder=None: [m for m in real_migrations(folder) if m.version < CAPTURES],
+    )
+    monkeypatch.setattr(store_mod, "_q", lambda name: old[name])
+
+    async def partitions_then(self: store_mod.Store, batch: models.Batch) -> None:
+        # that schema's three partitioned tables, every month the batch reaches
+        months = {(v.captured_at.year, v.captured_at.month) for v in batch.media_metrics}
+        months |= {(a.end_time.year, a.end_time.month) for a in batch.account_metrics}
+        async with self._conn("old partitions") as conn:
+            for year, month in sorted(months):
+                at = datetime(year, month, 1, tzinfo=UTC)
+                for parent in ("media_capture", "media_metric_value", "account_metric_value"):
+                    await conn.fetch(old["ensure_partitions"], parent, at, at)
+
+    monkeypatch.setattr(store_mod.Store, "_ensure_partitions", partitions_then)
+    return monkeypatch.undo
+
+
+#: what the change-only history answered, compared across its migration
+CHANGE_ONLY_ANSWERS = {
+    # media_metric_latest without changed_at, a column of the change-only layout only
+    **ANSWERS,
+    "media_metric_history": "select media_id, metric, breakdown, dimension, value, valid_from,"
+    " valid_until, series_last_captured_at from media_metric_history",
+}
+
+
+async def test_migration_to_captures_keeps_every_answer_of_the_change_only_history(
+    change_only_schema: Callable[[], None],
+    old_conn: asyncpg.Connection,
+    empty_db_dsn: str,
+    sim_factory: Any,
+    fake_clock: clock.FakeClock,
+    tmp_path: Path,
+) -> None:
+    await schema.migrate(old_conn)
+    assert await old_conn.fetchval("select max(version) from schema_migration") == CAPTURES - 1
+    sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
+    path = write_config(
+        tmp_path / "collector.toml",
+        sim,
+        empty_db_dsn,
+        sections={"schedule": {"account_insights_backfill_days": 4}},
+    )
+    settings = config.load(path, environ={})
+    for step in (0, 3600, 86400):
+        fake_clock.advance(step)
+        await _run_once(settings, fake_clock)
+    before = {
+        name: sorted(tuple(r) for r in await old_conn.fetch(sql))
+        for name, sql in CHANGE_ONLY_ANSWERS.items()
+    }
+    captures = [r[0] for r in await old_conn.fetch("select captured_at from media_capture")]
+    times = probe_times(captures)
+    old_at = await values_at(old_conn, NEW_VALUE_AT, times)
+    polled = len(before["media_metric"])
+    assert polled > 500
+    assert before["story_final_metrics"]
+    assert await old_conn.fetchval("select count(*) from media_metric_value") < polled
+
+    change_only_schema()  # the current code from here on
+    applied = await schema.migrate(old_conn)
+    assert [m.name for m in applied] == ["0009_history_captures"]
+    after = {
+        name: sorted(tuple(r) for r in await old_conn.fetch(sql))
+        for name, sql in CHANGE_ONLY_ANSWERS.items()
+    }
+    for name in CHANGE_ONLY_ANSWERS:
+        assert after[name] == before[name], name
+    assert await values_at(old_conn, NEW_VALUE_AT, times) == old_at
+    assert await old_conn.fetchval("select sum(cardinality(vals)) from media_capture") == polled
+    assert await old_conn.fetchval("select to_regclass('media_metric_value')") is None
+
+    # the current code goes on writing into the migrated history
+    fake_clock.advance(7 * 3600)
+    await _run_once(settings, fake_clock)
+    grown = sorted(tuple(r) for r in await old_conn.fetch(ANSWERS["media_metric"]))
+    assert set(before["media_metric"]) < set(grown)
+    assert await values_at(old_conn, NEW_VALUE_AT, times) == old_at
+
+
+def expected_changes(
+    polls: list[asyncpg.Record], since: datetime | None, until: datetime | None
+) -> Rows:
+    """media_metric_changes (or, with no bounds, media_metric_history) computed in Python from
+    every polled value."""
+    by_series: dict[tuple[Any, ...], list[tuple[datetime, Any]]] = {}
+    for r in polls:
+        key = (r["media_id"], r["metric"], r["breakdown"], r["dimension"])
+        by_series.setdefault(key, []).append((r["captured_at"], r["value"]))
+    out: Rows = []
+    for key, values in by_series.items():
+        values.sort()
+        before = [v for at, v in values if since is not None and at <= since]
+        previous: Any = before[-1] if before else None
+        seen = bool(before)
+        changes = []
+        for at, value in values:
+            if (since is not None and at <= since) or (until is not None and at > until):
+                continue
+            if not seen or value != previous:
+                changes.append((at, value, previous if seen else None))
+            previous, seen = value, True
+        for i, (at, value, prev) in enumerate(changes):
+            nxt = changes[i + 1][0] if i + 1 < len(changes) else None
+            out.append((*key, value, at, nxt, prev))
+    return sorted(out)
+
+
+async def test_history_and_range_reads_match_every_polled_value(
+    db_dsn: str,
+    sim_factory: Any,
+    fake_clock: clock.FakeClock,
+    tmp_path: Path,
+) -> None:
+    sim = await sim_factory(accounts=2, media_per_account=8, stories_per_account=2)
+    path = write_config(tmp_path / "collector.toml", sim, db_dsn)
+    settings = config.load(path, environ={})
+    for step in (0, 3600, 7200, 86400):
+        fake_clock.advance(step)
+        await _run_once(settings, fake_clock)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        polls = await conn.fetch(
+            "select media_id, metric, breakdown, dimension, value, captured_at from media_metric"
+        )
+        assert len(polls) > 300
+        history = await conn.fetch(
+            "select media_id, metric, breakdown, dimension, value, valid_from, valid_until"
+            " from media_metric_history"
+        )
+        assert sorted(tuple(r) for r in history) == [
+            row[:-1] for row in expected_changes(polls, None, None)
+        ]
+        times = sorted({r["captured_at"] for r in polls})
+        for since, until in [
+            (times[0] - timedelta(hours=1), times[-1]),
+            (times[len(times) // 3], times[-1]),
+            (times[len(times) // 3] + timedelta(seconds=1), times[2 * len(times) // 3]),
+        ]:
+            got = await conn.fetch(
+                "select media_id, metric, breakdown, dimension, value, valid_from, valid_until,"
+                " previous_value from media_metric_changes($1, $2)",
+                since,
+                until,
+            )
+            want = expected_changes(polls, since, until)
+            assert want, (since, until)
+            assert sorted(tuple(r) for r in got) == want
+            reach = await conn.fetch(
+                "select media_id, metric, breakdown, dimension, value, valid_from, valid_until,"
+                " previous_value from media_metric_changes($1, $2, array['reach'])",
+                since,
+                until,
+            )
+            assert sorted(tuple(r) for r in reach) == [w for w in want if w[1] == "reach"]
+    finally:
+        await conn.close()
+
+
 # --------------------------------------------------------------------------- write path
 
 T0 = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
@@ -207,7 +379,7 @@ async def series(conn: asyncpg.Connection, metric: str) -> list[tuple[datetime, 
     return [(r["captured_at"], r["value"]) for r in rows]
 
 
-async def test_only_changes_are_stored_and_every_capture_still_answers(
+async def test_every_capture_is_one_row_and_answers_every_question(
     synced: store_mod.Store, db_conn: asyncpg.Connection
 ) -> None:
     for hours, reach, saved in [(0, 10, 1), (1, 10, 1), (2, 12, 1), (3, 12, 1), (4, 12, 2)]:
@@ -215,30 +387,51 @@ async def test_only_changes_are_stored_and_every_capture_still_answers(
     assert await series(db_conn, "reach") == [
         (T0 + timedelta(hours=h), v) for h, v in [(0, 10), (1, 10), (2, 12), (3, 12), (4, 12)]
     ]
-    stored = await db_conn.fetch(
-        "select metric, value, valid_from, valid_until from media_metric_history "
-        "order by metric, valid_from"
+    # one row per capture, its values in the key set's order
+    rows = await db_conn.fetch(
+        "select c.vals, c.wide, array(select k.metric from unnest(ks.key_ids) with ordinality"
+        " u (key_id, o) join metric_key k using (key_id) order by o) as metrics"
+        " from media_capture c join metric_key_set ks using (key_set_id) order by captured_at"
     )
-    assert [tuple(r) for r in stored] == [
-        ("reach", 10, T0, T0 + timedelta(hours=2)),
-        ("reach", 12, T0 + timedelta(hours=2), None),
-        ("saved", 1, T0, T0 + timedelta(hours=4)),
-        ("saved", 2, T0 + timedelta(hours=4), None),
+    assert [(dict(zip(r["metrics"], r["vals"], strict=True)), r["wide"]) for r in rows] == [
+        ({"reach": v, "saved": s}, None) for v, s in [(10, 1), (10, 1), (12, 1), (12, 1), (12, 2)]
     ]
-    assert await db_conn.fetchval("select count(*) from media_capture") == 5
-    latest = await db_conn.fetchrow(
-        "select value, captured_at, changed_at from media_metric_latest where metric = 'reach'"
+    changes = await db_conn.fetch(
+        "select metric, value, valid_from, valid_until, series_last_captured_at"
+        " from media_metric_history order by metric, valid_from"
     )
-    assert tuple(latest) == (12, T0 + timedelta(hours=4), T0 + timedelta(hours=2))
-    at = await db_conn.fetchrow(
-        "select value, valid_from, confirmed_at from media_metric_at($1) where metric = 'reach'",
+    last = T0 + timedelta(hours=4)
+    assert [tuple(r) for r in changes] == [
+        ("reach", 10, T0, T0 + timedelta(hours=2), last),
+        ("reach", 12, T0 + timedelta(hours=2), None, last),
+        ("saved", 1, T0, T0 + timedelta(hours=4), last),
+        ("saved", 2, T0 + timedelta(hours=4), None, last),
+    ]
+    # a range: the value at its start, then each change in it
+    in_range = await db_conn.fetch(
+        "select metric, value, valid_from, valid_until, previous_value"
+        " from media_metric_changes($1, $2) order by metric, valid_from",
+        T0 + timedelta(minutes=30),
+        T0 + timedelta(hours=3),
+    )
+    assert [tuple(r) for r in in_range] == [("reach", 12, T0 + timedelta(hours=2), None, 10)]
+    latest = await db_conn.fetchrow(
+        "select value, captured_at, is_final from media_metric_latest where metric = 'reach'"
+    )
+    assert tuple(latest) == (12, T0 + timedelta(hours=4), False)
+    at = await db_conn.fetch(
+        "select metric, value, confirmed_at from media_metric_at($1) order by metric",
         T0 + timedelta(hours=1, minutes=30),
     )
-    assert tuple(at) == (10, T0, T0 + timedelta(hours=1))
+    assert [tuple(r) for r in at] == [
+        ("reach", 10, T0 + timedelta(hours=1)),
+        ("saved", 1, T0 + timedelta(hours=1)),
+    ]
+    assert await db_conn.fetch("select * from media_metric_at($1)", T0 - timedelta(hours=1)) == []
     assert (await synced.counts())["media_metric"] == 10
 
 
-async def test_a_late_capture_does_not_change_what_later_captures_saw(
+async def test_a_late_capture_is_stored_and_leaves_the_latest_alone(
     synced: store_mod.Store, db_conn: asyncpg.Connection
 ) -> None:
     for hours, reach in [(0, 10), (2, 10), (4, 15)]:
@@ -249,24 +442,76 @@ async def test_a_late_capture_does_not_change_what_later_captures_saw(
         (T0 + timedelta(hours=h), v) for h, v in [(0, 10), (1, 11), (2, 10), (4, 15)]
     ]
     latest = await db_conn.fetchrow(
-        "select value, captured_at, changed_at from media_metric_latest where metric = 'reach'"
+        "select value, captured_at from media_metric_latest where metric = 'reach'"
     )
-    assert tuple(latest) == (15, T0 + timedelta(hours=4), T0 + timedelta(hours=4))
-    # a late capture of a new metric inside an existing capture joins that capture
+    assert tuple(latest) == (15, T0 + timedelta(hours=4))
+    at = await db_conn.fetchval(
+        "select value from media_metric_at($1) where metric = 'reach'",
+        T0 + timedelta(hours=1, minutes=1),
+    )
+    assert at == 11
+    # a late part of an existing capture (a batch split around a refused record) is kept
+    # beside it: its own key set, the same instant
     await synced.write(models.Batch(media_metrics=capture(2, saved=3)))
     assert await series(db_conn, "saved") == [(T0 + timedelta(hours=2), 3)]
-    assert await db_conn.fetchval("select count(*) from media_capture") == 4
-    # and a replay of all of it writes nothing
-    before = await db_conn.fetchval(
-        "select (select count(*) from media_metric_value) + (select count(*) from media_capture)"
+    assert await db_conn.fetchval("select count(*) from media_capture") == 5
+    at_2h = await db_conn.fetch(
+        "select metric, value, confirmed_at from media_metric_at($1) order by metric",
+        T0 + timedelta(hours=2),
     )
+    assert [tuple(r) for r in at_2h] == [
+        ("reach", 10, T0 + timedelta(hours=2)),
+        ("saved", 3, T0 + timedelta(hours=2)),
+    ]
+    # and a replay of all of it writes nothing
+    before = await db_conn.fetch("select * from media_capture order by 1, 2, 3")
+    current = await db_conn.fetch("select * from media_metric_current order by 1, 2")
     for hours, reach in [(0, 10), (2, 10), (4, 15), (1, 11)]:
         await synced.write(models.Batch(media_metrics=capture(hours, reach=reach)))
-    after = await db_conn.fetchval(
-        "select (select count(*) from media_metric_value) + (select count(*) from media_capture)"
+    await synced.write(models.Batch(media_metrics=capture(2, saved=3)))
+    assert await db_conn.fetch("select * from media_capture order by 1, 2, 3") == before
+    assert await db_conn.fetch("select * from media_metric_current order by 1, 2") == current
+
+
+async def test_a_story_final_with_more_keys_is_the_latest_of_each_series(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    await synced.write(models.Batch(media_metrics=capture(0, reach=5, views=8)))
+    final_at = T0 + timedelta(hours=1)
+    final = [
+        models.MediaMetric(POST, "reach", "", "", 7, final_at, is_final=True),
+        models.MediaMetric(POST, "views", "", "", 9, final_at, is_final=True),
+        models.MediaMetric(
+            POST,
+            "navigation",
+            "story_navigation_action_type",
+            "tap_forward",
+            4,
+            final_at,
+            is_final=True,
+        ),
+    ]
+    await synced.write(models.Batch(media_metrics=final))
+    # a later webhook-like capture with fewer keys: reach and views are newer there
+    await synced.write(models.Batch(media_metrics=capture(2, reach=8, views=10)))
+    latest = await db_conn.fetch(
+        "select metric, dimension, value, captured_at, is_final from media_metric_latest"
+        " order by metric, dimension"
     )
-    assert after == before
-    assert (await series(db_conn, "reach"))[1] == (T0 + timedelta(hours=1), 11)
+    assert [tuple(r) for r in latest] == [
+        ("navigation", "tap_forward", 4, final_at, True),
+        ("reach", "", 8, T0 + timedelta(hours=2), False),
+        ("views", "", 10, T0 + timedelta(hours=2), False),
+    ]
+    at = await db_conn.fetch(
+        "select metric, value, is_final from media_metric_at($1) order by metric",
+        final_at + timedelta(minutes=5),
+    )
+    assert [tuple(r) for r in at] == [
+        ("navigation", 4, True),
+        ("reach", 7, True),
+        ("views", 9, True),
+    ]
 
 
 async def test_values_keep_their_exact_type(
@@ -275,12 +520,14 @@ async def test_values_keep_their_exact_type(
     await synced.write(
         models.Batch(media_metrics=capture(0, reach=3_000_000_000, skip=0.3125, views=7))
     )
-    rows = await db_conn.fetch(
-        "select k.metric, v.value, v.value_wide from media_metric_value v "
-        "join media_metric_current s using (series_id) join metric_key k using (key_id) "
-        "order by k.metric"
+    stored = await db_conn.fetch(
+        "select k.metric, u.v, u.w from media_capture c"
+        " join metric_key_set ks using (key_set_id)"
+        " cross join unnest(ks.key_ids, c.vals, c.wide) u (key_id, v, w)"
+        " join metric_key k using (key_id) order by k.metric"
     )
-    assert [tuple(r) for r in rows] == [
+    # integer where the value fits, else numeric, exactly
+    assert [tuple(r) for r in stored] == [
         ("reach", None, 3_000_000_000),
         ("skip", None, pytest.approx(0.3125)),
         ("views", 7, None),
@@ -290,6 +537,12 @@ async def test_values_keep_their_exact_type(
         "skip": pytest.approx(0.3125),
         "views": 7,
     }
+    latest = await db_conn.fetch("select metric, value from media_metric_latest order by metric")
+    assert [tuple(r) for r in latest] == [
+        ("reach", 3_000_000_000),
+        ("skip", pytest.approx(0.3125)),
+        ("views", 7),
+    ]
 
 
 # --------------------------------------------------------------------------- partitions
@@ -311,7 +564,6 @@ async def test_writes_create_the_months_they_need(
     await synced.write(
         models.Batch(media_metrics=[models.MediaMetric(POST, "reach", "", "", 5, far)])
     )
-    assert "media_metric_value_2027_12" in await _partitions(db_conn, "media_metric_value")
     assert "media_capture_2027_12" in await _partitions(db_conn, "media_capture")
     assert await series(db_conn, "reach") == [(far, 5)]
 
@@ -340,34 +592,60 @@ async def test_maintain_creates_ahead_and_drops_whole_months_past_retention(
     now = datetime(2026, 11, 20, tzinfo=UTC)
     done = await synced.maintain(now, media_metric=timedelta(days=40), account_metric=None)
     # September ended more than 40 days before now; October did not
-    assert ("dropped", "media_metric_value_2026_09") in done
     assert ("dropped", "media_capture_2026_09") in done
     assert not any(p.startswith("account_metric_value") for _, p in done if _ == "dropped")
-    assert "media_metric_value_2027_01" in await _partitions(db_conn, "media_metric_value")
-    assert "media_metric_value_2026_10" in await _partitions(db_conn, "media_metric_value")
-    # the October capture still reads its values: reach carried over, saved from the current
+    assert "media_capture_2027_01" in await _partitions(db_conn, "media_capture")
+    assert "media_capture_2026_10" in await _partitions(db_conn, "media_capture")
     assert await series(db_conn, "reach") == [(jan + timedelta(days=30), 10), (T0, 20)]
     assert await series(db_conn, "saved") == [(jan + timedelta(days=30), 1), (T0, 1)]
     oct_1 = datetime(2026, 10, 1, tzinfo=UTC)
     at = await db_conn.fetch(
-        "select metric, value from media_metric_at($1) order by metric", oct_1 + timedelta(days=15)
+        "select metric, value, confirmed_at from media_metric_at($1) order by metric",
+        oct_1 + timedelta(days=15),
     )
-    assert [tuple(r) for r in at] == [("reach", 10), ("saved", 1)]
+    assert [tuple(r) for r in at] == [
+        ("reach", 10, jan + timedelta(days=30)),
+        ("saved", 1, jan + timedelta(days=30)),
+    ]
     assert (
         await db_conn.fetchval(
-            "select horizon from history_retention where relation = 'media_metric_value'"
+            "select horizon from history_retention where relation = 'media_capture'"
         )
         == oct_1
     )
-    # a late replay from the dropped month is not written again (nor its month recreated)
+    # dropping October too: its last capture is carried, so the kept history still answers
+    # "value at t" for t between the horizon and the next capture
+    later = datetime(2026, 12, 20, tzinfo=UTC)
+    done = await synced.maintain(later, media_metric=timedelta(days=40))
+    assert ("dropped", "media_capture_2026_10") in done
+    assert await series(db_conn, "reach") == [(T0, 20)]
+    nov_1 = datetime(2026, 11, 1, tzinfo=UTC)
+    at = await db_conn.fetch(
+        "select metric, value, confirmed_at from media_metric_at($1) order by metric",
+        nov_1 + timedelta(days=1),
+    )
+    assert [tuple(r) for r in at] == [
+        ("reach", 10, jan + timedelta(days=30)),
+        ("saved", 1, jan + timedelta(days=30)),
+    ]
+    history = await db_conn.fetch(
+        "select metric, value, valid_from from media_metric_history where metric = 'reach'"
+        " order by valid_from"
+    )
+    assert [tuple(r) for r in history] == [
+        ("reach", 10, jan + timedelta(days=30)),
+        ("reach", 20, T0),
+    ]
+    # a late replay from a dropped month is not written again (nor its month recreated)
     await synced.write(
         models.Batch(media_metrics=[models.MediaMetric(POST, "reach", "", "", 10, jan)])
     )
-    assert "media_metric_value_2026_09" not in await _partitions(db_conn, "media_metric_value")
+    assert "media_capture_2026_09" not in await _partitions(db_conn, "media_capture")
+    assert await series(db_conn, "reach") == [(T0, 20)]
     # account history is kept forever here
     assert await db_conn.fetchval("select count(*) from account_metric") == 2
     # maintaining again changes nothing
-    assert await synced.maintain(now, media_metric=timedelta(days=40)) == []
+    assert await synced.maintain(later, media_metric=timedelta(days=40)) == []
 
 
 def test_retention_settings(tmp_path: Path) -> None:

@@ -20,12 +20,13 @@ TABLES = {
     "media_metric_current",
     "metric_key",
     "metric_key_set",
+    "media_capture_carried",
     "history_retention",
     "metric_support",
     "collection_error",
 }
 #: the time-partitioned history (relkind 'p')
-PARTITIONED = {"media_capture", "media_metric_value", "account_metric_value"}
+PARTITIONED = {"media_capture", "account_metric_value"}
 VIEWS = {
     "media_metric_latest",
     "account_metric_daily",

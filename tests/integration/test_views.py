@@ -526,12 +526,13 @@ async def test_example_reach_changes_last_30_days(
 ) -> None:
     rows = await db_conn.fetch(example("reach_changes_last_30_days"))
     now = world.now
+    # (media, the value before, the value, from, until): the first capture has none before
     assert [tuple(r) for r in rows] == [
-        (OLD_POST, 1, now - timedelta(days=10), None),
-        (REEL, 4000, now - timedelta(days=8), now - timedelta(hours=3)),
-        (REEL, 15000, now - timedelta(hours=3), None),
-        (POST, 800, now - timedelta(days=1), now - timedelta(hours=1)),
-        (POST, 1200, now - timedelta(hours=1), None),
+        (OLD_POST, None, 1, now - timedelta(days=10), None),
+        (REEL, None, 4000, now - timedelta(days=8), now - timedelta(hours=3)),
+        (REEL, 4000, 15000, now - timedelta(hours=3), None),
+        (POST, None, 800, now - timedelta(days=1), now - timedelta(hours=1)),
+        (POST, 800, 1200, now - timedelta(hours=1), None),
     ]
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector import jobs, metrics_catalog, models, parse
+import pytest
+
+from collector import graph, jobs, metrics_catalog, models, parse
 
 AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 UID = models.IgUserId("17841462785487205")
@@ -372,3 +376,51 @@ def test_bad_dimensions_and_hour_keys_are_storable() -> None:
     )
     assert [(r.dimension, r.value) for r in rows] == [("Lyon\ufffd", 3)]
     assert ("bad_breakdown_result", "city") in rec.seen
+
+
+# ---------------------------------------------------------------------------- wire encoding
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"access_token": "EAAB+x/y=z", "batch": '[{"method":"GET","relative_url":"a?b=c,d"}]'},
+        {"k y": "spaces and ~_.- kept, %&+= quoted", "empty": ""},
+        {"unicode": "caf\u00e9 \u2603 \U0001f600", "ctrl": "\x00\x01\x7f\n"},
+    ],
+)
+def test_form_bodies_are_what_urlencode_makes(form: dict[str, str]) -> None:
+    assert graph.form_body(form) == urllib.parse.urlencode(form).encode("ascii")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"data": [{"name": "reach", "values": [{"value": 12}]}]}',
+        b"NaN",
+        b'{"a": Infinity}',
+        b'"\\ud800"',
+        b'{"a": 1, "a": 2}',
+        b"[9223372036854775807, -9223372036854775808, 0.1, 1e300]",
+        "[\u00e9]".encode(),
+    ],
+)
+def test_json_answers_decode_as_the_standard_library_decodes_them(raw: bytes) -> None:
+    def attempt(decode: Any) -> Any:
+        try:
+            value = decode(raw)
+        except ValueError:  # both decoders' errors are ValueErrors
+            return "refused"
+        return repr(value)  # NaN != NaN: compare spellings
+
+    assert attempt(graph.loads) == attempt(json.loads)
+
+
+def test_timestamps_in_meta_spelling_and_iso() -> None:
+    want = datetime(2024, 6, 17, 19, 39, 18, tzinfo=UTC)
+    assert parse.timestamp("2024-06-17T19:39:18+0000") == want
+    assert parse.timestamp("2024-06-17T21:39:18+0200") == want
+    assert parse.timestamp("2024-06-17T19:39:18.000+0000") == want
+    assert parse.timestamp("2024-06-17T19:39:18+00:00") == want
+    assert parse.timestamp("2024-06-17T19:39:18") is None  # no offset: not a point in time
+    assert parse.timestamp("2024-13-17T19:39:18+0000") is None
