@@ -556,7 +556,17 @@ cross join lateral (
             -- the baseline: per media and key set, the capture that gave its values at `since`
             select c.media_id, u.key_id, coalesce(u.v::numeric, u.w) as value, x.captured_at
             from media bm
-            join media_metric_current c on c.media_id = bm.media_id_num
+            cross join lateral (
+                -- per media through the primary key (offset 0 keeps the planner from turning
+                -- this into a scan of every account's current rows)
+                select c.*
+                from media_metric_current c
+                where c.media_id = bm.media_id_num
+                  and c.first_captured_at <= since
+                  -- only series that may change in the range
+                  and c.captured_at > since
+                offset 0
+            ) c
             join metric_key_set ks on ks.key_set_id = c.key_set_id
             cross join lateral (
                 select c.captured_at, c.is_final, c.vals, c.wide
@@ -590,9 +600,6 @@ cross join lateral (
               and (metrics is null or u.key_id = any (
                   array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
               ))
-              and c.first_captured_at <= since
-              -- only series that may change in the range
-              and c.captured_at > since
             union all
             -- the captures in the range
             select h.media_id, u.key_id, coalesce(u.v::numeric, u.w), h.captured_at
