@@ -210,7 +210,8 @@ class Roster:
                 self._page_tokens[found.ig_user_id] = (found.page_id, token)
                 changed = True
         self.targets()  # adopt the gained Instagram Login accounts' seeds or kept tokens
-        instagram = [uid for uid in gained if uid in held]
+        # every one taken in charge since the last look (gained now, or a look that failed)
+        instagram = sorted({*gained, *self.keeper.unconfirmed()} & held)
         if instagram:
             try:
                 changed |= bool(await self.keeper.take_over(instagram))

@@ -64,6 +64,9 @@ class Kept:
     last_error: str | None = None
     #: renewed, but not yet in the database (cluster mode; it was away)
     unshared: bool = False
+    #: cluster mode: the database was asked for a newer sealed token since this member took
+    #: the account (until then it is neither used for a renewal nor renewed)
+    confirmed: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class TokenKeeper:
         kept = self._load(ig_user_id)
         if kept is not None and kept.seed_fingerprint == print_:
             kept.name = name
+            kept.confirmed = self.share is None
             self._kept[ig_user_id] = kept
             self.log.info(
                 "token_kept_used",
@@ -169,7 +173,7 @@ class TokenKeeper:
             )
             with contextlib.suppress(FileNotFoundError):
                 self._path(ig_user_id).unlink()
-        self._kept[ig_user_id] = Kept(ig_user_id, name, print_, seed)
+        self._kept[ig_user_id] = Kept(ig_user_id, name, print_, seed, confirmed=self.share is None)
         return seed
 
     def forget(self, keep: set[str]) -> None:
@@ -198,7 +202,7 @@ class TokenKeeper:
         expiry: a seed), and not waiting for a retry."""
         due = []
         for uid, held in self._kept.items():
-            if self.may_renew is not None and not self.may_renew(uid):
+            if not held.confirmed or (self.may_renew is not None and not self.may_renew(uid)):
                 continue
             if held.retry_at is not None and now < held.retry_at:
                 continue
@@ -210,7 +214,7 @@ class TokenKeeper:
         """When the next refresh falls due (None: nothing held)."""
         times = []
         for uid, held in self._kept.items():
-            if self.may_renew is not None and not self.may_renew(uid):
+            if not held.confirmed or (self.may_renew is not None and not self.may_renew(uid)):
                 continue  # its holder renews it (this member is told when it gains it)
             if held.retry_at is not None:
                 times.append(held.retry_at)
@@ -283,15 +287,22 @@ class TokenKeeper:
             if held.unshared and (self.may_renew is None or self.may_renew(held.ig_user_id)):
                 await self._share(held)
 
+    def unconfirmed(self) -> list[str]:
+        """Accounts taken in charge whose sealed token was not looked for yet (cluster mode)."""
+        return [uid for uid, held in self._kept.items() if not held.confirmed]
+
     async def take_over(self, ig_user_ids: Sequence[str]) -> list[str]:
         """Before the first call for accounts this member just gained: the newest sealed token
         grown from the configured seed replaces an older one held here. Returns the accounts
-        whose token changed. Raises ``StoreError``."""
+        whose token changed. Raises ``StoreError`` (the accounts stay unconfirmed)."""
         if self.share is None:
             return []
         wanted = [uid for uid in ig_user_ids if uid in self._kept]
         changed: list[str] = []
-        for row in await self.share.store.sealed_tokens(wanted):
+        rows = await self.share.store.sealed_tokens(wanted)
+        for uid in wanted:
+            self._kept[uid].confirmed = True
+        for row in rows:
             held = self._kept.get(row.ig_user_id)
             if held is None or row.seed_sha256 != held.seed_fingerprint:
                 continue  # renewed from a seed the configuration no longer names
