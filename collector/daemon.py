@@ -448,6 +448,10 @@ class Daemon:
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
             if self.membership is not None:
+                if not self.hurry.is_set():
+                    # the account bookkeeping goes out while its leases still fence it, not
+                    # after they were given back (it would be refused as stale)
+                    await wr.flush()
                 await self._leave_cluster()
             writer_stop.set()
             for task in tasks:
@@ -568,7 +572,11 @@ class Daemon:
             # stopped here first (their running jobs end and hand over their rows), then given
             # back: never two processes at once
             await run.stop_accounts(sorted(change.surplus))
-            await member.release(sorted(change.surplus))
+            try:
+                await member.release(sorted(change.surplus))
+            except errors.StoreError as exc:
+                # not given back: they expire after the TTL instead (already stopped here)
+                self.log.warning("leases_release_failed", message=str(exc)[:300])
         tokens_changed = False
         if names is not None:
             # before the first call: Page tokens of discovered accounts, sealed renewed tokens
@@ -582,7 +590,11 @@ class Daemon:
             or set(run.accounts) != {t.ig_user_id for t, _ in targets}
         ):
             await run.set_accounts(targets)
-        await self._share_app_pause(member)
+        try:
+            await self._share_app_pause(member)
+        except errors.StoreError as exc:
+            # the database went away since the heartbeat: the next one says what holds
+            self.log.warning("app_throttle_unshared", message=str(exc)[:300])
 
     async def _share_app_pause(self, member: cluster.Membership) -> None:
         """An app-level pause seen here pauses every member; one seen elsewhere pauses us."""
