@@ -174,8 +174,8 @@ class Roster:
         """A discovered account as the database has it, with the token known here ("" until
         :meth:`prepare_held` asked for its Page's)."""
         token = ""
-        if source.login == "instagram" or row.page_id is None:
-            # the source's own account, or a Page listed without a token of its own
+        if source.login == "instagram" or row.page_id is None or not row.page_id.isdigit():
+            # the source's own account, or a Page listed without a token or id of its own
             token = source.token.get_secret_value()
         elif (kept := self._page_tokens.get(row.ig_user_id)) and kept[0] == row.page_id:
             token = kept[1]
@@ -199,6 +199,9 @@ class Roster:
         held = member.accounts()
         sources = {s.name: s for s in self.settings.sources}
         changed = False
+        for uid in [u for u in self._page_tokens if u not in held]:
+            # asked again if it comes back: a Page token may have been replaced meanwhile
+            del self._page_tokens[uid]
         for found in self._discovered():
             source = sources.get(found.source)
             if found.token or found.ig_user_id not in held or source is None:

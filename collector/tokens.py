@@ -238,6 +238,10 @@ class TokenKeeper:
             token, lifetime = _parse(resp.body)
         except errors.GraphError as exc:
             return self._failed(held, now, exc)
+        except errors.LeaseLost:
+            # cluster mode: the lease ran out between the check and the call; its next holder
+            # renews it
+            return Outcome(ig_user_id, renewed=False)
         held.token = token
         held.expires_at = now + lifetime
         held.refreshed_at = now
