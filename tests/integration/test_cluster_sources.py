@@ -478,3 +478,80 @@ async def test_a_renewed_token_reaches_the_next_holder_sealed_and_a_frozen_one_r
         repr(logs),
         await database_text(db_conn),
     )
+
+
+async def test_an_instagram_login_source_account_keeps_its_renewed_token_across_holders(
+    sim_factory: Any,
+    fake_clock: clock.FakeClock,
+    tmp_path: Path,
+    db_conn: asyncpg.Connection,
+    proxies: dict[str, PgProxy],
+    members: dict[str, Member],
+) -> None:
+    sim = await sim_factory(
+        accounts=1, instagram_login=frozenset({0}), media_per_account=1, stories_per_account=0
+    )
+    (acct,) = sim.world.accounts
+    seed = acct.token
+    (tmp_path / "solo.token").write_text(seed)
+    key = key_file(tmp_path)
+    path = write(
+        tmp_path,
+        sim,
+        proxies["alpha"].dsn,
+        f'secret_file = "{key}"\n\n[[sources]]\nname = "solo"\nlogin = "instagram"\n'
+        f'token_file = "{tmp_path / "solo.token"}"\n',
+    )
+
+    def refreshes() -> int:
+        return int(sim.stats.calls_by_kind["refresh_access_token"])
+
+    with structlog.testing.capture_logs() as logs:
+        a = members["alpha"] = Member(
+            "alpha", load(path, "alpha", proxies["alpha"].dsn), fake_clock
+        )
+        a.start()
+
+        async def listed_renewed_shared() -> bool:
+            source = await db_conn.fetchval(
+                "select source from account where ig_user_id = $1", acct.ig_user_id
+            )
+            sealed = await db_conn.fetchval("select count(*) from sealed_token")
+            return bool(source == "solo" and sealed == 1)
+
+        await until(listed_renewed_shared)
+        renewed = acct.token
+        assert renewed != seed
+        assert await a.halt() == 0
+        # bravo alone: before it lists the source, it collects the account it found in the
+        # database with the token alpha renewed (the configured one is dead by now)
+        before = len(sim.stats.requests)
+        b = members["bravo"] = Member(
+            "bravo", load(path, "bravo", proxies["bravo"].dsn), fake_clock
+        )
+        b.start()
+
+        async def bravo_listed_and_holds() -> bool:
+            state = b.run.accounts.get(acct.ig_user_id) if b.shell.runner else None
+            return (
+                state is not None
+                and state.target.token == renewed
+                and b.calls("me", login="instagram") > 0
+            )
+
+        await until(bravo_listed_and_holds)
+        fake_clock.advance(2 * 3600)
+        b.run._wake.set()
+        done = b.run.accounts[acct.ig_user_id].tally.jobs_done
+
+        async def bravo_collected() -> bool:
+            return b.run.accounts[acct.ig_user_id].tally.jobs_done > done
+
+        await until(bravo_collected)
+        mine = [r for r in list(sim.stats.requests)[before:] if r.account == acct.ig_user_id]
+        assert mine
+        assert not [r for r in mine if str(r.error).startswith("190")]
+        assert refreshes() == 1
+        assert b.run.accounts[acct.ig_user_id].target.token == renewed
+        assert await b.halt() == 0
+    assert_no_secret([seed, renewed], repr(logs), await database_text(db_conn))
