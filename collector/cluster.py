@@ -12,6 +12,11 @@ pause, a VM migration). Past that instant the Graph client refuses to call for t
 (:meth:`Membership.permit`) and the runner hands no row of it to the writer; the lease row may
 have been claimed by another member meanwhile, under a higher epoch, and the account
 bookkeeping this process still had in flight is refused at write time (``store.fence_holder``).
+
+The ``[[sources]]`` are listed by one member at a time: the one holding the ``sources`` lease
+(claimed, renewed, expired and taken over like an account's, outside the fair share). Only it
+lists and writes the discovered accounts (fenced by that lease's epoch); the others read them
+from the account table and collect the ones whose leases they hold (``roster``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class Change:
     #: held beyond the fair share: the runner stops them, then :meth:`Membership.release`
     surplus: set[str]
     members: int
+    #: the sources lease: claimed by this heartbeat, or lost since the last one
+    sources_gained: bool = False
+    sources_lost: bool = False
 
 
 class Membership:
@@ -96,6 +104,13 @@ class Membership:
         if account is not None and not self.holds(account):
             raise errors.LeaseLost(f"this process no longer holds account {account}")
 
+    def lists_sources(self) -> bool:
+        """This member holds the sources lease: it alone lists the ``[[sources]]``."""
+        return SOURCES in self.held and self.valid()
+
+    def sources_epoch(self) -> int | None:
+        return self.held.get(SOURCES)
+
     def leads(self) -> bool:
         """This member does the cluster's housekeeping (the first live name)."""
         return min(self.live, default=self.name) == self.name
@@ -105,14 +120,15 @@ class Membership:
 
     # ------------------------------------------------------------------ heartbeat
 
-    async def beat(self, wanted: Sequence[str]) -> Change:
-        """Renew, balance, claim. ``DatabaseUnavailable`` when the database does not answer:
-        the leases then stay valid only until their margin runs out."""
+    async def beat(self, wanted: Sequence[str], *, sources: bool = False) -> Change:
+        """Renew, balance, claim (the sources lease too, with ``sources``: the configuration
+        has ``[[sources]]``). ``DatabaseUnavailable`` when the database does not answer: the
+        leases then stay valid only until their margin runs out."""
         started = self._monotonic()
         resources = sorted({resource(uid) for uid in wanted})
-        wanted_set = frozenset(resources)
+        wanted_set = frozenset(resources + ([SOURCES] if sources else []))
         if not wanted_set <= self._ensured:
-            await self.store.lease_ensure(resources)
+            await self.store.lease_ensure(sorted(wanted_set))
             self._ensured = wanted_set
         live = await self.store.cluster_heartbeat(self.name, len(self.held), self.ttl)
         self.members = max(1, len(live))
@@ -126,25 +142,43 @@ class Membership:
             await self.store.lease_release(self.name, unwanted)
         share = math.ceil(len(resources) / self.members) if resources else 0
         gained: dict[str, int] = {}
-        if len(self.held) < share:
+        held_accounts = [r for r in self.held if r != SOURCES]
+        if len(held_accounts) < share:
             candidates = [r for r in resources if r not in self.held]
             gained = await self.store.lease_claim(
-                self.name, candidates, share - len(self.held), self.ttl
+                self.name, candidates, share - len(held_accounts), self.ttl
             )
             self.held.update(gained)
+        if sources and SOURCES not in self.held:
+            # outside the fair share: whoever finds it free (its holder stopped or died)
+            took = await self.store.lease_claim(self.name, [SOURCES], 1, self.ttl)
+            self.held.update(took)
+            gained.update(took)
         # every lease held now was renewed or claimed after ``started``: none can expire in
         # the database before started + TTL
         self._valid_until = started + self.ttl.total_seconds() - self._margin
         surplus: set[str] = set()
-        if len(self.held) > share:
+        held_accounts = [r for r in self.held if r != SOURCES]
+        if len(held_accounts) > share:
             # the leases claimed last are the least urgent to keep
-            surplus = set(sorted(self.held, key=lambda r: self.held[r])[: len(self.held) - share])
+            surplus = set(
+                sorted(held_accounts, key=lambda r: self.held[r])[: len(held_accounts) - share]
+            )
         change = Change(
             gained={uid: e for r, e in gained.items() if (uid := account_of(r)) is not None},
             lost={uid for r in lost if (uid := account_of(r)) is not None},
             surplus={uid for r in surplus if (uid := account_of(r)) is not None},
             members=self.members,
+            sources_gained=SOURCES in gained,
+            sources_lost=SOURCES in lost or (SOURCES in before and SOURCES not in self.held),
         )
+        if change.sources_gained or change.sources_lost:
+            self.log.info(
+                "sources_lease_changed",
+                member=self.name,
+                holds=SOURCES in self.held,
+                epoch=self.held.get(SOURCES),
+            )
         if change.gained or change.lost or change.surplus:
             self.log.info(
                 "leases_changed",

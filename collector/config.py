@@ -759,9 +759,34 @@ class ClusterSettings(Section):
     heartbeat: Duration = timedelta(seconds=10)
     #: this process's name among the members (default: host name and process id)
     name: AccountName | None = None
+    #: the key that seals renewed Instagram Login tokens in the database: the same file on
+    #: every member (64 hex digits, mode 0600); the database never sees it
+    secret_file: Path | None = None
+    secret_credential: CredentialName | None = None
+
+    _key: bytes | None = pydantic.PrivateAttr(None)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Self:
+        resolved = _resolve_secret(self, "secret", CLUSTER_KEY_WHAT, _context(), required=False)
+        if resolved.value is not None:
+            key = resolved.key
+            if resolved.path is not None and key == "secret_file":
+                mode = stat.S_IMODE(os.stat(resolved.path).st_mode)
+                if mode & 0o077:
+                    raise _problem(
+                        f"file {resolved.path} may be read by other users (mode {mode:04o}): "
+                        f"run chmod 600 {resolved.path}",
+                        (key,),
+                    )
+            text = resolved.value.get_secret_value()
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+                raise _problem(
+                    f"{resolved.source} must hold a 256-bit key as 64 hex digits: create it "
+                    f"with {CLUSTER_KEY_HOWTO}",
+                    (key,),
+                )
+            self._key = bytes.fromhex(text)
         if self.lease_ttl < timedelta(seconds=2):
             raise _problem(
                 f"must be at least 2s, e.g. '30s', got {format_duration(self.lease_ttl)}",
@@ -779,6 +804,17 @@ class ClusterSettings(Section):
     def member_name(self) -> str:
         """The name this process goes by in the lease table."""
         return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def key(self) -> bytes | None:
+        """The sealing key read from ``secret_file`` (or ``secret_credential``), if set."""
+        return self._key
+
+
+CLUSTER_KEY_WHAT = "cluster sealing key"
+CLUSTER_KEY_HOWTO = (
+    "`umask 077; openssl rand -hex 32 > /etc/collector/cluster.key` (or `python3 -c "
+    "'import secrets; print(secrets.token_hex(32))'`) and copy the same file to every machine"
+)
 
 
 class TokensSettings(Section):
@@ -994,6 +1030,21 @@ class Settings(pydantic_settings.BaseSettings):
                 )
             else:
                 seen[source.name] = index
+        if self.cluster.enabled and self.cluster.key() is None:
+            renewing = [a.name for a in self.accounts if a.login == "instagram" and a.enabled]
+            renewing += [f"sources.{s.name}" for s in self.sources if s.login == "instagram"]
+            if renewing:
+                shown = ", ".join(renewing[:3]) + (", …" if len(renewing) > 3 else "")
+                problems.append(
+                    (
+                        ("cluster", "secret_file"),
+                        f"cluster mode with Instagram Login accounts ({shown}) needs a key "
+                        "shared by every member, so that a token one member renews reaches the "
+                        f"next holder sealed: create it with {CLUSTER_KEY_HOWTO}, then set "
+                        'secret_file = "/etc/collector/cluster.key" (or secret_credential) in '
+                        "[cluster]",
+                    )
+                )
         if problems:
             raise pydantic_core.PydanticCustomError(
                 "config_many", "duplicate accounts", {"problems": problems}
@@ -1032,6 +1083,9 @@ class Settings(pydantic_settings.BaseSettings):
         for secret in (self.graph.app_secret, self.web.webhook_verify_token):
             if secret is not None:
                 values.append(secret.get_secret_value())
+        key = self.cluster.key()
+        if key is not None:
+            values += [key.hex(), key.hex().upper()]
         dsn = self.database.resolved_dsn()
         if dsn is not None:
             values.append(dsn)

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 import structlog
@@ -32,6 +34,8 @@ from collector import (
     roster,
     runner,
     systemd,
+    tokens,
+    vault,
     web,
     wiring,
 )
@@ -64,9 +68,12 @@ class Daemon:
         *,
         clock: clock_mod.Clock | None = None,
         stop: asyncio.Event | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.clock = clock or clock_mod.SystemClock()
+        #: what the cluster leases are timed by (tests move it: a process that froze)
+        self.monotonic = monotonic
         self.stop = stop or asyncio.Event()
         #: a second SIGTERM/SIGINT: cancel at once, spool what is buffered, exit
         self.hurry = asyncio.Event()
@@ -88,6 +95,8 @@ class Daemon:
         self.limiter: ratelimit.Limiter | None = None
         #: one heartbeat at a time (the loop's and a reload's)
         self._beat_lock = asyncio.Lock()
+        #: the roster has work now (cluster mode: the sources lease or an account was gained)
+        self._roster_wake = asyncio.Event()
 
     def _on_stop_signal(self) -> None:
         if self.stop.is_set():
@@ -184,7 +193,7 @@ class Daemon:
     ) -> tuple[runner.Runner, roster.Update]:
         """The roster (sources listed, tokens renewed), the database (schema, accounts, spool
         replay) and the runner: the same start for the daemon and a pass."""
-        update = await self.start_roster(logins)
+        update = await self.start_roster(logins, cluster=self.settings.cluster.enabled and not once)
         await self.start_database()
         facebook = logins["facebook"]
         self.limiter = limiter
@@ -193,10 +202,38 @@ class Daemon:
         )
         return run, update
 
-    async def start_roster(self, logins: dict[str, jobs.Login]) -> roster.Update:
-        """List every source and renew the due tokens: the accounts to start with."""
+    async def start_roster(
+        self, logins: dict[str, jobs.Login], *, cluster: bool = False
+    ) -> roster.Update:
+        """List every source and renew the due tokens: the accounts to start with (cluster
+        mode: nothing yet; that waits for the leases, the sources lease included)."""
         names = self.roster = roster.Roster(self.settings, logins, logger=self.log)
+        if cluster:
+            assert self.store is not None
+            member = self._membership(self.store)
+            key = self.settings.cluster.key()
+            share = (
+                tokens.TokenShare(
+                    self.store, vault.Vault(key), holder=member.name, epoch_of=member.epoch
+                )
+                if key is not None
+                else None
+            )
+            names.join(member, share)
+            return roster.Update(changed=False, park={})
         return await names.update(self.clock.now(), force=True)
+
+    def _membership(self, st: store_mod.Store) -> cluster.Membership:
+        c = self.settings.cluster
+        member = self.membership = cluster.Membership(
+            st,
+            name=c.member_name(),
+            ttl=c.lease_ttl,
+            heartbeat=c.heartbeat,
+            monotonic=self.monotonic,
+            log=self.log,
+        )
+        return member
 
     async def park(self, update: roster.Update) -> None:
         """Park the accounts whose token could not be renewed before its expiry."""
@@ -212,10 +249,14 @@ class Daemon:
             due = self.roster.next_due()
             now = self.clock.now()
             wait = 3600.0 if due is None else max(0.0, min(3600.0, (due - now).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), wait + 0.001)
+            if not self._roster_wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._roster_wake.wait(), wait + 0.001)
+            self._roster_wake.clear()
             if self.stop.is_set():
                 return
+            if self.roster.next_due() is None and self.membership is not None:
+                continue  # woken for nothing due (cluster mode: e.g. a lease given back)
             update = await self.roster.update(self.clock.now())
             if update.changed:
                 if self.database_ready and self.store is not None:
@@ -314,7 +355,10 @@ class Daemon:
             f"{'database up' if wr.db_up and self.database_ready else 'DATABASE DOWN'}, "
             f"spool {wr.spooled_batches} batches"
             + (
-                f", holds {len(self.membership.held)} leases ({self.membership.members} members)"
+                f", holds {len(self.membership.accounts())} leases "
+                f"({self.membership.members} members"
+                + (", lists the sources" if self.membership.lists_sources() else "")
+                + ")"
                 if self.membership is not None
                 else ""
             )
@@ -338,7 +382,7 @@ class Daemon:
             degraded=wr.degraded,
         )
         if self.membership is not None:
-            t.set_cluster(len(self.membership.held), self.membership.members)
+            t.set_cluster(len(self.membership.accounts()), self.membership.members)
         t.set_accounts(self._accounts_by_status())
         for uid, state in run.accounts.items():
             usage = run.limiter.accounts.get(uid)
@@ -404,6 +448,10 @@ class Daemon:
                 await asyncio.wait({runner_task})
             cancelled = await self._drain(run)
             if self.membership is not None:
+                if not self.hurry.is_set():
+                    # the account bookkeeping goes out while its leases still fence it, not
+                    # after they were given back (it would be refused as stale)
+                    await wr.flush()
                 await self._leave_cluster()
             writer_stop.set()
             for task in tasks:
@@ -460,9 +508,7 @@ class Daemon:
         self, st: store_mod.Store, clients: list[graph.GraphClient], run: runner.Runner
     ) -> None:
         c = self.settings.cluster
-        member = self.membership = cluster.Membership(
-            st, name=c.member_name(), ttl=c.lease_ttl, heartbeat=c.heartbeat, log=self.log
-        )
+        member = self.membership or self._membership(st)
         st.fence_holder = member.name
         for client in clients:
             client.permit = member.permit
@@ -475,16 +521,20 @@ class Daemon:
             heartbeat=c.heartbeat.total_seconds(),
         )
 
-    def _targets(self) -> wiring.Targets:
-        """Every account to collect: configured and discovered."""
+    def _wanted(self) -> list[str]:
+        """Every account to collect, configured and discovered: the leases to share."""
         if self.roster is not None:
-            return self.roster.targets()
-        return wiring.targets_of(self.settings)
+            return self.roster.ids()
+        return [t.ig_user_id for t, _ in wiring.targets_of(self.settings)]
 
     def _held_targets(self) -> wiring.Targets:
+        """The accounts this process holds, with their tokens (the roster's, in cluster mode,
+        are those it holds already)."""
+        if self.roster is not None:
+            return self.roster.targets()
         assert self.membership is not None
         held = self.membership.accounts()
-        return [t for t in self._targets() if t[0].ig_user_id in held]
+        return [t for t in wiring.targets_of(self.settings) if t[0].ig_user_id in held]
 
     async def _cluster_beat(self, run: runner.Runner) -> None:
         """One heartbeat: renew, balance and claim leases, and apply what changed."""
@@ -494,14 +544,27 @@ class Daemon:
     async def _cluster_beat_locked(self, run: runner.Runner) -> None:
         member = self.membership
         assert member is not None
-        wanted = [t.ig_user_id for t, _ in self._targets()]
+        names = self.roster
+        sources = bool(self.settings.sources)
+        if names is not None and sources and self.database_ready:
+            try:
+                await names.load_shared(member.store)
+            except errors.StoreError as exc:
+                self.log.warning("discovered_accounts_unread", message=str(exc)[:300])
         try:
-            change = await member.beat(wanted)
+            change = await member.beat(self._wanted(), sources=sources)
         except errors.StoreError as exc:
             self.log.warning("cluster_heartbeat_failed", message=str(exc)[:300])
             if not member.valid():
                 await run.stop_accounts(sorted(member.lapse()))
+                if names is not None:
+                    names.stop_listing()
             return
+        if names is not None and change.sources_lost:
+            names.stop_listing()
+        if change.sources_gained or change.gained:
+            # list the sources now; renew what a gained account's token needs
+            self._roster_wake.set()
         if change.lost:
             self.log.warning("leases_lost", accounts=len(change.lost))
             await run.stop_accounts(sorted(change.lost))
@@ -509,10 +572,29 @@ class Daemon:
             # stopped here first (their running jobs end and hand over their rows), then given
             # back: never two processes at once
             await run.stop_accounts(sorted(change.surplus))
-            await member.release(sorted(change.surplus))
-        if change.gained or change.lost or set(run.accounts) != member.accounts():
-            await run.set_accounts(self._held_targets())
-        await self._share_app_pause(member)
+            try:
+                await member.release(sorted(change.surplus))
+            except errors.StoreError as exc:
+                # not given back: they expire after the TTL instead (already stopped here)
+                self.log.warning("leases_release_failed", message=str(exc)[:300])
+        tokens_changed = False
+        if names is not None:
+            # before the first call: Page tokens of discovered accounts, sealed renewed tokens
+            tokens_changed = await names.prepare_held(sorted(change.gained))
+            await names.keeper.share_pending()
+        targets = self._held_targets()
+        if (
+            change.gained
+            or change.lost
+            or tokens_changed
+            or set(run.accounts) != {t.ig_user_id for t, _ in targets}
+        ):
+            await run.set_accounts(targets)
+        try:
+            await self._share_app_pause(member)
+        except errors.StoreError as exc:
+            # the database went away since the heartbeat: the next one says what holds
+            self.log.warning("app_throttle_unshared", message=str(exc)[:300])
 
     async def _share_app_pause(self, member: cluster.Membership) -> None:
         """An app-level pause seen here pauses every member; one seen elsewhere pauses us."""

@@ -7,13 +7,17 @@ token it would be collected with, so an account that token cannot read is skippe
 permission``) instead of parking later. Each skipped Page or account is logged once per process
 with why. A source whose listing fails keeps what it found last, and is reported so its
 accounts are not marked removed for a network blip.
+
+In cluster mode only the member holding the sources lease lists (``Discoverer.permit``), and
+it reads again only accounts new to the database (``known``): the others may be collected by
+another member right now, and one account never has two callers at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,9 +103,13 @@ async def list_source(
     *,
     now: datetime,
     page_size: int = 50,
+    known: Collection[str] | None = None,
 ) -> Listing:
     """List one source through ``client`` (the host of its login); raises ``GraphError``
-    when the listing itself fails (the source token is bad, the API is down)."""
+    when the listing itself fails (the source token is bad, the API is down).
+
+    ``known`` (cluster mode): accounts already adopted, not read again; the others are read
+    outside any account's lease (no member collects an account that is not listed yet)."""
     token = source.token.get_secret_value()
     listing = Listing(source.name, now)
     if source.login == "instagram":
@@ -145,9 +153,24 @@ async def list_source(
                 Skipped(source.name, why, page_id=page_id, ig_user_id=ig_user_id, username=username)
             )
             continue
+        if known is not None and ig_user_id in known:
+            listing.found.append(
+                Found(
+                    ig_user_id,
+                    username or ig_user_id,
+                    source.name,
+                    source.login,
+                    use,
+                    page_id,
+                )
+            )
+            continue
         try:
             resp = await client.get(
-                ig_user_id, {"fields": "id,username"}, token=use, account=ig_user_id
+                ig_user_id,
+                {"fields": "id,username"},
+                token=use,
+                account=ig_user_id if known is None else None,
             )
         except errors.AccountError as exc:
             listing.skipped.append(
@@ -230,6 +253,10 @@ class Discoverer:
         #: sources whose last listing failed (their accounts are kept, not marked removed)
         self.failed: dict[str, str] = {}
         self._logged: set[tuple[str, str, str]] = set()
+        #: cluster mode: asked before each listing (this member still holds the sources lease)
+        self.permit: Callable[[], bool] | None = None
+        #: cluster mode: the accounts the database already has (see :func:`list_source`)
+        self.known: Collection[str] | None = None
 
     def due(self, source: config.Source, now: datetime) -> bool:
         last = self.listings.get(source.name)
@@ -258,9 +285,15 @@ class Discoverer:
         for source in sources:
             if not force and not self.due(source, now):
                 continue
+            if self.permit is not None and not self.permit():
+                break  # the sources lease is gone (or going): its next holder lists
             try:
                 listing = await list_source(
-                    source, self.clients[source.login], now=now, page_size=self.page_size
+                    source,
+                    self.clients[source.login],
+                    now=now,
+                    page_size=self.page_size,
+                    known=self.known,
                 )
             except errors.GraphError as exc:
                 self.failed[source.name] = exc.describe()[:300]
@@ -308,12 +341,17 @@ class Discoverer:
             detail=skip.detail or None,
         )
 
-    def accounts(self, configured: Iterable[str]) -> list[Found]:
-        """Every discovered account to collect: configured ids win, the first source wins."""
+    def accounts(
+        self, configured: Iterable[str], listed: Mapping[str, Sequence[Found]] | None = None
+    ) -> list[Found]:
+        """Every discovered account to collect: configured ids win, the first source wins
+        (``listed``: what each source found, when not this discoverer's own listings)."""
         taken = set(configured)
         out: list[Found] = []
-        for name, listing in self.listings.items():
-            for found in listing.found:
+        if listed is None:
+            listed = {name: listing.found for name, listing in self.listings.items()}
+        for name, founds in listed.items():
+            for found in founds:
                 if found.ig_user_id in taken:
                     self._log_skip(
                         Skipped(
@@ -333,6 +371,12 @@ class Discoverer:
     def tokens(self) -> list[str]:
         """Every token a listing handed over (for the log redaction)."""
         return [f.token for listing in self.listings.values() for f in listing.found]
+
+    def forget(self) -> None:
+        """Drop every listing (cluster mode: the sources lease went to another member, whose
+        listings reach this one through the database)."""
+        self.listings.clear()
+        self.failed.clear()
 
 
 async def discover(

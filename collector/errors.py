@@ -47,6 +47,10 @@ class LeaseLost(CollectorError):
     """This process no longer holds the account's lease (cluster mode): no call, no write."""
 
 
+class SealBroken(CollectorError):
+    """A sealed secret from the database does not open (another key, or damaged)."""
+
+
 class SchemaError(CollectorError):
     """The database schema is not what this version of the collector expects."""
 

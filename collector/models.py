@@ -69,6 +69,19 @@ class AccountRow:
     login: str = "facebook"
     #: the ``[[sources]]`` entry that discovered the account; None: configured by hand
     source: str | None = None
+    #: the Facebook Page a source found it through (not a secret; its token is never stored)
+    page_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SealedToken:
+    """A renewed Instagram Login token as the database keeps it: sealed (``vault``)."""
+
+    ig_user_id: str
+    seed_sha256: str
+    sealed: bytes = dataclasses.field(repr=False)
+    expires_at: datetime
+    refreshed_at: datetime
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -261,13 +261,24 @@ class Store:
     # ------------------------------------------------------------------ accounts
 
     async def sync_accounts(
-        self, rows: Sequence[models.AccountRow], at: datetime, *, keep_sources: Sequence[str] = ()
-    ) -> None:
+        self,
+        rows: Sequence[models.AccountRow],
+        at: datetime,
+        *,
+        keep_sources: Sequence[str] = (),
+        fence: tuple[str, int] | None = None,
+    ) -> bool:
         """Make the account table match the configuration and the sources' listings; unlisted
-        accounts become 'removed', except those of ``keep_sources`` (their listing failed)."""
+        accounts become 'removed', except those of ``keep_sources`` (their listing failed).
+
+        ``fence`` (cluster mode: member name, sources lease epoch): written only while that
+        member holds the sources lease at that epoch; False when it does not (nothing written).
+        """
         latest = {row.ig_user_id: row for row in rows}  # a repeated id: the last one wins
         ids = sorted(latest)
         async with self._conn("sync accounts") as conn, conn.transaction():
+            if fence is not None and await conn.fetchval(_q("sources_fence"), *fence) is None:
+                return False
             await conn.execute(
                 _q("upsert_configured_accounts"),
                 ids,
@@ -276,8 +287,25 @@ class Store:
                 at,
                 [latest[i].source or "configured" for i in ids],
                 [latest[i].login for i in ids],
+                [latest[i].page_id for i in ids],
             )
             await conn.execute(_q("mark_removed_accounts"), ids, at, list(keep_sources))
+        return True
+
+    async def discovered_accounts(self) -> list[models.AccountRow]:
+        """The accounts the sources listed last (cluster mode: as their lease holder wrote them)."""
+        rows = await self._fetch("read discovered accounts", "discovered_accounts")
+        return [
+            models.AccountRow(
+                models.IgUserId(r["ig_user_id"]),
+                r["name"],
+                True,
+                login=r["login"],
+                source=r["source"],
+                page_id=r["page_id"],
+            )
+            for r in rows
+        ]
 
     async def set_account_status(
         self,
@@ -438,6 +466,43 @@ class Store:
     async def set_app_throttle(self, until: datetime, reason: str, name: str) -> None:
         async with self._conn("share the app pause") as conn:
             await conn.execute(_q("app_throttle_set"), until, reason[:300], name)
+
+    async def put_sealed_token(
+        self, sealed: models.SealedToken, *, holder: str, epoch: int
+    ) -> bool:
+        """Keep a sealed renewed token, only while ``holder`` holds the account's lease at
+        ``epoch`` (the lease row share-locked until commit); False when it does not."""
+        async with self._conn("keep a sealed token") as conn, conn.transaction():
+            held = await conn.fetchval(_q("account_lease_fence"), sealed.ig_user_id, holder, epoch)
+            if held is None:
+                return False
+            await conn.execute(
+                _q("sealed_token_put"),
+                sealed.ig_user_id,
+                sealed.seed_sha256,
+                sealed.sealed,
+                sealed.expires_at,
+                sealed.refreshed_at,
+                holder,
+                epoch,
+            )
+        return True
+
+    async def sealed_tokens(self, ig_user_ids: Sequence[str]) -> list[models.SealedToken]:
+        """The sealed tokens kept for these accounts (one per seed)."""
+        if not ig_user_ids:
+            return []
+        rows = await self._fetch("read sealed tokens", "sealed_tokens", list(ig_user_ids))
+        return [
+            models.SealedToken(
+                r["ig_user_id"],
+                r["seed_sha256"],
+                bytes(r["sealed"]),
+                r["expires_at"],
+                r["refreshed_at"],
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ reads
 

@@ -9,6 +9,14 @@ the operator puts a new token in the configuration, the fingerprints differ and 
 wins over the kept token. A refresh that fails is retried with capped exponential backoff; once
 the token is within ``park_before`` of its expiry the caller is told to park the account, with
 the reason, before the token dies.
+
+Cluster mode (:class:`TokenShare`): only the account's lease holder renews (``may_renew``: a
+member whose lease validity ran out while it was frozen starts no renewal), and the renewed
+token also goes to the ``sealed_token`` table, sealed with AES-256-GCM (``vault``) under the
+``[cluster] secret_file`` key, written only while the lease is held at its epoch. A member that
+takes an account over opens the newest sealed token grown from the seed it is configured with,
+before its first call (:meth:`TokenKeeper.take_over`), so it neither starts from a token Meta
+has replaced nor renews again. The state file stays as each member's own copy.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from collector import errors, graph, log
+from collector import errors, graph, log, models, vault
+from collector import store as store_mod
 
 #: first retry after a failed refresh, doubled each time up to RETRY_MAX
 RETRY_BASE = timedelta(minutes=10)
@@ -52,6 +62,11 @@ class Kept:
     failures: int = 0
     retry_at: datetime | None = None
     last_error: str | None = None
+    #: renewed, but not yet in the database (cluster mode; it was away)
+    unshared: bool = False
+    #: cluster mode: the database was asked for a newer sealed token since this member took
+    #: the account (until then it is neither used for a renewal nor renewed)
+    confirmed: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +78,44 @@ class Outcome:
     #: the account must stop: its token expires within park_before and was not renewed
     park_reason: str | None = None
     error: str | None = None
+
+
+class TokenShare:
+    """Renewed tokens handed between cluster members through the database, sealed."""
+
+    def __init__(
+        self,
+        store: store_mod.Store,
+        sealer: vault.Vault,
+        *,
+        holder: str,
+        epoch_of: Callable[[str], int | None],
+    ) -> None:
+        self.store = store
+        self.vault = sealer
+        self.holder = holder
+        self.epoch_of = epoch_of
+
+    async def put(self, held: Kept) -> bool:
+        """Seal and keep a renewed token; False when this member no longer holds the account
+        (nothing written). Raises ``StoreError``."""
+        epoch = self.epoch_of(held.ig_user_id)
+        if epoch is None or held.expires_at is None or held.refreshed_at is None:
+            return False
+        sealed = models.SealedToken(
+            held.ig_user_id,
+            held.seed_fingerprint,
+            self.vault.seal(
+                held.token, ig_user_id=held.ig_user_id, seed_sha256=held.seed_fingerprint
+            ),
+            held.expires_at,
+            held.refreshed_at,
+        )
+        return await self.store.put_sealed_token(sealed, holder=self.holder, epoch=epoch)
+
+    def open(self, row: models.SealedToken) -> str:
+        """The token a row seals (``SealBroken`` when it does not open)."""
+        return self.vault.open(row.sealed, ig_user_id=row.ig_user_id, seed_sha256=row.seed_sha256)
 
 
 class TokenKeeper:
@@ -81,6 +134,10 @@ class TokenKeeper:
         self.park_before = park_before
         self.log = logger or structlog.get_logger()
         self._kept: dict[str, Kept] = {}
+        #: cluster mode: renewed tokens are shared sealed through the database
+        self.share: TokenShare | None = None
+        #: cluster mode: this member holds the account's lease now (None: one process)
+        self.may_renew: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------ accounts
 
@@ -98,6 +155,7 @@ class TokenKeeper:
         kept = self._load(ig_user_id)
         if kept is not None and kept.seed_fingerprint == print_:
             kept.name = name
+            kept.confirmed = self.share is None
             self._kept[ig_user_id] = kept
             self.log.info(
                 "token_kept_used",
@@ -115,7 +173,7 @@ class TokenKeeper:
             )
             with contextlib.suppress(FileNotFoundError):
                 self._path(ig_user_id).unlink()
-        self._kept[ig_user_id] = Kept(ig_user_id, name, print_, seed)
+        self._kept[ig_user_id] = Kept(ig_user_id, name, print_, seed, confirmed=self.share is None)
         return seed
 
     def forget(self, keep: set[str]) -> None:
@@ -144,6 +202,8 @@ class TokenKeeper:
         expiry: a seed), and not waiting for a retry."""
         due = []
         for uid, held in self._kept.items():
+            if not held.confirmed or (self.may_renew is not None and not self.may_renew(uid)):
+                continue
             if held.retry_at is not None and now < held.retry_at:
                 continue
             if held.expires_at is None or now >= held.expires_at - self.refresh_before:
@@ -153,7 +213,9 @@ class TokenKeeper:
     def next_due(self) -> datetime | None:
         """When the next refresh falls due (None: nothing held)."""
         times = []
-        for held in self._kept.values():
+        for uid, held in self._kept.items():
+            if not held.confirmed or (self.may_renew is not None and not self.may_renew(uid)):
+                continue  # its holder renews it (this member is told when it gains it)
             if held.retry_at is not None:
                 times.append(held.retry_at)
             elif held.expires_at is None:
@@ -176,6 +238,10 @@ class TokenKeeper:
             token, lifetime = _parse(resp.body)
         except errors.GraphError as exc:
             return self._failed(held, now, exc)
+        except errors.LeaseLost:
+            # cluster mode: the lease ran out between the check and the call; its next holder
+            # renews it
+            return Outcome(ig_user_id, renewed=False)
         held.token = token
         held.expires_at = now + lifetime
         held.refreshed_at = now
@@ -190,7 +256,89 @@ class TokenKeeper:
             ig_user_id=ig_user_id,
             expires_at=held.expires_at.isoformat(),
         )
+        held.unshared = self.share is not None
+        await self._share(held)
         return Outcome(ig_user_id, renewed=True)
+
+    async def _share(self, held: Kept) -> None:
+        """Hand a renewed token to the next holder (cluster mode), sealed in the database."""
+        if self.share is None or not held.unshared:
+            return
+        try:
+            kept = await self.share.put(held)
+        except errors.StoreError as exc:
+            self.log.warning(
+                "token_share_deferred",
+                account=held.name,
+                ig_user_id=held.ig_user_id,
+                message=str(exc)[:200],
+                action="written to the database at the next update",
+            )
+            return
+        held.unshared = False
+        if not kept:
+            # the lease moved on while the renewal ran: the new holder's token wins
+            self.log.warning(
+                "token_share_refused",
+                account=held.name,
+                ig_user_id=held.ig_user_id,
+                reason="this process no longer holds the account's lease",
+            )
+
+    async def share_pending(self) -> None:
+        """Write the renewed tokens the database missed (it was away) while still held."""
+        for held in list(self._kept.values()):
+            if held.unshared and (self.may_renew is None or self.may_renew(held.ig_user_id)):
+                await self._share(held)
+
+    def unconfirmed(self) -> list[str]:
+        """Accounts taken in charge whose sealed token was not looked for yet (cluster mode)."""
+        return [uid for uid, held in self._kept.items() if not held.confirmed]
+
+    async def take_over(self, ig_user_ids: Sequence[str]) -> list[str]:
+        """Before the first call for accounts this member just gained: the newest sealed token
+        grown from the configured seed replaces an older one held here. Returns the accounts
+        whose token changed. Raises ``StoreError`` (the accounts stay unconfirmed)."""
+        if self.share is None:
+            return []
+        wanted = [uid for uid in ig_user_ids if uid in self._kept]
+        changed: list[str] = []
+        rows = await self.share.store.sealed_tokens(wanted)
+        for uid in wanted:
+            self._kept[uid].confirmed = True
+        for row in rows:
+            held = self._kept.get(row.ig_user_id)
+            if held is None or row.seed_sha256 != held.seed_fingerprint:
+                continue  # renewed from a seed the configuration no longer names
+            if held.expires_at is not None and held.expires_at >= row.expires_at:
+                continue
+            try:
+                token = self.share.open(row)
+            except errors.SealBroken as exc:
+                self.log.warning(
+                    "sealed_token_unreadable",
+                    account=held.name,
+                    ig_user_id=row.ig_user_id,
+                    reason=str(exc),
+                    action="the token held here is used",
+                )
+                continue
+            log.add_secrets([token])
+            held.token = token
+            held.expires_at = row.expires_at
+            held.refreshed_at = row.refreshed_at
+            held.failures = 0
+            held.retry_at = None
+            held.unshared = False
+            self._write(held)
+            changed.append(row.ig_user_id)
+            self.log.info(
+                "token_taken_over",
+                account=held.name,
+                ig_user_id=row.ig_user_id,
+                expires_at=row.expires_at.isoformat(),
+            )
+        return changed
 
     def _failed(self, held: Kept, now: datetime, exc: errors.GraphError) -> Outcome:
         held.failures += 1

@@ -172,7 +172,16 @@ async def prepare(
     if names is None:
         await st.sync_accounts([a.row() for a in settings.accounts], now)
     else:
-        await st.sync_accounts(names.rows(), now, keep_sources=names.keep_sources)
+        fence = names.sync_fence()
+        if not await st.sync_accounts(
+            names.rows(), now, keep_sources=names.keep_sources, fence=fence
+        ):
+            # the sources lease moved on meanwhile: its new holder writes the listings
+            structlog.get_logger().warning(
+                "sources_sync_refused", reason="this process no longer holds the sources lease"
+            )
+            names.stop_listing()
+            await st.sync_accounts(names.rows(listing=False), now, keep_sources=names.all_sources)
     for a in settings.accounts:
         if not a.enabled:
             await st.set_account_status(

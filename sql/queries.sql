@@ -354,21 +354,23 @@ where excluded.learned_at > s.learned_at
 
 -- name: upsert_configured_accounts
 -- $1 ids, $2 names, $3 enabled flags, $4 now, $5 sources ('configured' or a [[sources]] name),
--- $6 logins. A disabled account is 'disabled'; one coming back (re-enabled, re-added,
--- listed again) is 'unknown' until its next collection.
+-- $6 logins, $7 Page ids (a source's Page, else NULL). A disabled account is 'disabled'; one
+-- coming back (re-enabled, re-added, listed again) is 'unknown' until its next collection.
 insert into account as a (
     ig_user_id, name, enabled, status, status_changed_at, first_configured_at, updated_at,
-    source, login
+    source, login, page_id
 )
 select c.ig_user_id, c.name, c.enabled,
-       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4, c.source, c.login
-from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[])
-    as c(ig_user_id, name, enabled, source, login)
+       case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4, c.source, c.login,
+       c.page_id
+from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[], $7::text[])
+    as c(ig_user_id, name, enabled, source, login, page_id)
 on conflict (ig_user_id) do update set
     name = excluded.name,
     enabled = excluded.enabled,
     source = excluded.source,
     login = excluded.login,
+    page_id = excluded.page_id,
     status = case
         when not excluded.enabled then 'disabled'
         when a.status in ('disabled', 'removed') then 'unknown'
@@ -389,6 +391,7 @@ where a.name is distinct from excluded.name
    or a.enabled is distinct from excluded.enabled
    or a.source is distinct from excluded.source
    or a.login is distinct from excluded.login
+   or a.page_id is distinct from excluded.page_id
    or a.removed_at is not null
    or a.first_configured_at is null
    or (not excluded.enabled and a.status <> 'disabled')
@@ -675,3 +678,48 @@ on conflict (id) do update set
     set_by = excluded.set_by,
     set_at = excluded.set_at
 where excluded.paused_until > t.paused_until;
+
+-- name: sources_fence
+-- The member still holds the sources lease at this epoch: share-locked until the listing's
+-- account rows commit (a claim skips a locked row), so a member that lost the lease while
+-- frozen cannot mark its successor's accounts removed.
+select 1
+from lease
+where resource = 'sources' and holder = $1 and epoch = $2 and expires_at > now()
+for share;
+
+-- name: discovered_accounts
+-- What the [[sources]] listed last (written by the sources lease holder), for the members
+-- that collect discovered accounts without listing the sources themselves.
+select ig_user_id, name, source, login, page_id
+from account
+where source <> 'configured' and status <> 'removed' and enabled
+order by ig_user_id;
+
+-- name: account_lease_fence
+-- The member still holds the account's lease at this epoch; share-locked until commit.
+select 1
+from lease
+where resource = 'account:' || $1 and holder = $2 and epoch = $3 and expires_at > now()
+for share;
+
+-- name: sealed_token_put
+-- A renewed Instagram Login token, sealed; the newest per account and seed wins.
+insert into sealed_token as t (
+    ig_user_id, seed_sha256, sealed, expires_at, refreshed_at, written_by, epoch, written_at
+)
+values ($1, $2, $3, $4, $5, $6, $7, now())
+on conflict (ig_user_id, seed_sha256) do update set
+    sealed = excluded.sealed,
+    expires_at = excluded.expires_at,
+    refreshed_at = excluded.refreshed_at,
+    written_by = excluded.written_by,
+    epoch = excluded.epoch,
+    written_at = excluded.written_at
+where excluded.expires_at >= t.expires_at;
+
+-- name: sealed_tokens
+-- The sealed tokens of these accounts (one per seed they were renewed from).
+select ig_user_id, seed_sha256, sealed, expires_at, refreshed_at
+from sealed_token
+where ig_user_id = any($1::text[]);

@@ -128,3 +128,54 @@ async def test_claims_take_the_soonest_story_final_first(
     await store.lease_ensure(names)
     got = await store.lease_claim("a", names, 1, TTL)
     assert list(got) == [cluster.resource(urgent)]
+
+
+async def test_the_sources_lease_is_one_members_and_fences_the_listings_it_writes(
+    store: store_mod.Store, accounts: list[str], db_conn: asyncpg.Connection
+) -> None:
+    mono_a, mono_b = Mono(), Mono()
+    a, b = _member(store, "a", mono_a), _member(store, "b", mono_b)
+    first = await a.beat(accounts, sources=True)
+    assert first.sources_gained
+    assert a.lists_sources()
+    joined = await b.beat(accounts, sources=True)
+    assert not joined.sources_gained
+    assert not b.lists_sources()
+    # outside the fair share: after balancing, a holds five accounts and the sources
+    balance = await a.beat(accounts, sources=True)
+    await a.release(sorted(balance.surplus))
+    await b.beat(accounts, sources=True)
+    assert (len(a.accounts()), len(b.accounts())) == (5, 5)
+    assert a.lists_sources()
+    epoch = a.sources_epoch()
+    assert epoch is not None
+    configured = [models.AccountRow(models.IgUserId(a), f"a{a[-2:]}", True) for a in ACCOUNTS[3:]]
+    listed = configured + [
+        models.AccountRow(models.IgUserId(uid), f"s{uid[-2:]}", True, source="agency", page_id="1")
+        for uid in ACCOUNTS[:3]
+    ]
+    assert await store.sync_accounts(listed, T0, fence=("a", epoch))
+    # b does not hold it: its listing is refused, nothing is marked removed
+    assert not await store.sync_accounts(configured, T0, fence=("b", epoch))
+    assert await db_conn.fetchval("select count(*) from account where status = 'removed'") == 0
+    # a freezes past its TTL; b takes the sources over; a's late listing is refused
+    mono_a.now += TTL.total_seconds() + 1
+    assert not a.lists_sources()
+    await db_conn.execute("update lease set expires_at = now() - interval '1 second'")
+    await db_conn.execute("update cluster_member set heartbeat_at = now() - interval '1 hour'")
+    took = await b.beat(accounts, sources=True)
+    assert took.sources_gained
+    assert b.sources_epoch() == epoch + 1
+    assert not await store.sync_accounts(configured, T0, fence=("a", epoch))
+    assert await db_conn.fetchval("select count(*) from account where status = 'removed'") == 0
+    woke = await a.beat(accounts, sources=True)
+    assert woke.sources_lost
+    assert not a.lists_sources()
+    # the discovered rows as the holder wrote them, Page ids included
+    shared = await store.discovered_accounts()
+    assert [(r.ig_user_id, r.source, r.page_id) for r in shared] == [
+        (uid, "agency", "1") for uid in ACCOUNTS[:3]
+    ]
+    # a clean stop gives the sources lease back too
+    await b.leave()
+    assert await db_conn.fetchval("select holder from lease where resource = 'sources'") is None

@@ -240,7 +240,7 @@ async def test_migration_to_captures_keeps_every_answer_of_the_change_only_histo
 
     change_only_schema()  # the current code from here on
     applied = await schema.migrate(old_conn)
-    assert [m.name for m in applied] == ["0009_history_captures"]
+    assert [m.name for m in applied if m.version <= CAPTURES] == ["0009_history_captures"]
     after = {
         name: sorted(tuple(r) for r in await old_conn.fetch(sql))
         for name, sql in CHANGE_ONLY_ANSWERS.items()

@@ -1017,3 +1017,54 @@ def test_no_accounts_allowed_when_the_file_says_so(tmp_path: Path) -> None:
     no_file = config.no_accounts_problem(config.load(environ={}))
     assert no_file is not None
     assert no_file.startswith("the configuration (no config file given): no enabled account")
+
+
+def _key(tmp_path: Path, text: str | None = None, mode: int = 0o600) -> Path:
+    path = tmp_path / "cluster.key"
+    path.write_text(text if text is not None else os.urandom(32).hex() + "\n")
+    path.chmod(mode)
+    return path
+
+
+def test_cluster_mode_with_instagram_login_needs_the_sealing_key(tmp_path: Path) -> None:
+    creator = account("creator", source=f'token = "{TOKEN}"\nlogin = "instagram"')
+    message = problems(tmp_path, "[cluster]\nenabled = true\n" + creator)
+    assert "cluster.secret_file: cluster mode with Instagram Login accounts (creator) needs" in (
+        message
+    )
+    assert "openssl rand -hex 32" in message
+    # an Instagram Login source needs it too; Facebook Login alone does not (Page tokens are
+    # asked for again, never stored); one process never does
+    source = f'\n[[sources]]\nname = "solo"\nlogin = "instagram"\ntoken = "{TOKEN}"\n'
+    assert "(sources.solo)" in problems(tmp_path, "[cluster]\nenabled = true\n" + source)
+    assert load(tmp_path, "[cluster]\nenabled = true\n" + account()).cluster.key() is None
+    assert load(tmp_path, creator).cluster.key() is None
+
+
+def test_the_sealing_key_file_is_checked_and_never_shown(tmp_path: Path) -> None:
+    creator = account("creator", source=f'token = "{TOKEN}"\nlogin = "instagram"')
+    key = _key(tmp_path)
+    text = f'[cluster]\nenabled = true\nsecret_file = "{key}"\n' + creator
+    settings = load(tmp_path, text)
+    secret = key.read_text().strip()
+    assert settings.cluster.key() == bytes.fromhex(secret)
+    assert secret in settings.secrets()  # the log redaction knows it
+    assert secret not in repr(settings)
+    assert secret not in json.dumps(config.describe(settings))
+    key.chmod(0o640)
+    assert (
+        f"cluster.secret_file: file {key} may be read by other users (mode 0640): run chmod 600"
+        in (problems(tmp_path, text))
+    )
+    _key(tmp_path, "not a key of 64 hex digits\n")
+    message = problems(tmp_path, text)
+    assert "must hold a 256-bit key as 64 hex digits: create it with" in message
+    assert "not a key" not in message
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "cluster.key").write_text(secret)
+    by_credential = load(
+        tmp_path,
+        '[cluster]\nenabled = true\nsecret_credential = "cluster.key"\n' + creator,
+        {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")},
+    )
+    assert by_credential.cluster.key() == bytes.fromhex(secret)

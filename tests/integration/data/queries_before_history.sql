@@ -243,8 +243,9 @@ insert into account as a (
 )
 select c.ig_user_id, c.name, c.enabled,
        case when c.enabled then 'unknown' else 'disabled' end, $4, $4, $4, c.source, c.login
-from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[])
-    as c(ig_user_id, name, enabled, source, login)
+-- $7 (Page ids, migration 0010) is taken for today's call and not stored: no such column yet
+from unnest($1::text[], $2::text[], $3::boolean[], $5::text[], $6::text[], $7::text[])
+    as c(ig_user_id, name, enabled, source, login, page_id)
 on conflict (ig_user_id) do update set
     name = excluded.name,
     enabled = excluded.enabled,
