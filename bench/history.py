@@ -1,7 +1,7 @@
 """A year of metric history for N accounts, generated in SQL: its size and how fast it reads.
 
 Usage: ``.venv/bin/python bench/history.py [--accounts 100] [--days 365] [--repeat 5]
-[--keep] [--variants]``.
+[--keep] [--variants] [--reads-only]``.
 
 A fresh database ``bench_history`` (plus ``$BENCH_DB_SUFFIX``) is migrated, then filled by
 ``generate_series`` (no polling, no Python per row) with what the default cadences would have
@@ -23,7 +23,8 @@ write them: one ``media_capture`` row per capture with all its values. Then: row
 per polled value (tables and indexes), table and index sizes, and the time (median and worst of
 ``--repeat`` runs, after one warm-up) of every view read for one account (``northwind``) and of
 every query of ``sql/examples.sql`` as written. ``--variants`` also measures the storage choices
-one by one on 10^6 rows. ``--keep`` leaves the database for exploring.
+one by one on 10^6 rows. ``--keep`` leaves the database for exploring; ``--reads-only`` times
+the reads again on a database an earlier ``--keep`` left.
 """
 
 from __future__ import annotations
@@ -461,6 +462,33 @@ async def report_sizes(
     )
 
 
+async def report_reads(conn: asyncpg.Connection, end: datetime, repeat: int) -> None:
+    print(f"\n# reads for one account (median / worst of {repeat} after a warm-up)")
+    print("\n| read | rows | client median ms | client worst ms | server median ms |")
+    print("|---|---:|---:|---:|---:|")
+    reads = list(views(end).items()) + [
+        (f"examples.sql `{name}`", (sql, []))
+        for name, sql in schema.parse_named(schema.read_sql("examples.sql")).items()
+    ]
+    for label, (sql, params) in reads:
+        median, worst, n, server = await timed(conn, sql, params, repeat)
+        print(f"| {label} | {n:,} | {median:.1f} | {worst:.1f} | {server:.1f} |", flush=True)
+
+
+async def reads_only(args: argparse.Namespace) -> None:
+    """The reads again, on a history kept by an earlier ``--keep`` run."""
+    dsn = common.ADMIN_DSN.rsplit("/", 1)[0] + "/" + common.database_name(DB)
+    conn = await asyncpg.connect(dsn, command_timeout=None)
+    try:
+        await conn.execute("set work_mem = '256MB'")
+        last = await conn.fetchval("select max(captured_at) from media_capture")
+        end = last.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        print(f"# the kept history, ending {end:%Y-%m-%d %H:%M} UTC")
+        await report_reads(conn, end, args.repeat)
+    finally:
+        await conn.close()
+
+
 async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear script)
     dsn = await common.fresh_database(DB)
     conn = await asyncpg.connect(dsn, command_timeout=None)
@@ -558,16 +586,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one linear sc
             f"{took:.0f} s; the current month stays as written",
         )
 
-        print(f"\n# reads for one account (median / worst of {args.repeat} after a warm-up)")
-        print("\n| read | rows | client median ms | client worst ms | server median ms |")
-        print("|---|---:|---:|---:|---:|")
-        reads = list(views(end).items()) + [
-            (f"examples.sql `{name}`", (sql, []))
-            for name, sql in schema.parse_named(schema.read_sql("examples.sql")).items()
-        ]
-        for label, (sql, params) in reads:
-            median, worst, n, server = await timed(conn, sql, params, args.repeat)
-            print(f"| {label} | {n:,} | {median:.1f} | {worst:.1f} | {server:.1f} |", flush=True)
+        await report_reads(conn, end, args.repeat)
     finally:
         await conn.close()
         if not args.keep:
@@ -583,12 +602,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--variants", action="store_true", help="measure each storage choice")
+    parser.add_argument(
+        "--reads-only", action="store_true", help="only the reads, on a history kept by --keep"
+    )
     args = parser.parse_args()
     if not 1 <= args.accounts <= 9999 or not 1 <= args.days <= 660:
         parser.error("--accounts must be 1-9999 and --days 1-660 (the ids are laid out for that)")
     print(f"# {common.machine()}; commit {common.git_commit()}", flush=True)
     print(f"# {' '.join(sys.argv)}", flush=True)
-    asyncio.run(run(args))
+    asyncio.run(reads_only(args) if args.reads_only else run(args))
     return 0
 
 

@@ -26,6 +26,14 @@ def number(value: models.Number) -> Decimal | int:
     return value
 
 
+def text_number(value: models.Number) -> str:
+    """A metric value as text PostgreSQL casts to ``numeric`` exactly (``repr``: the shortest
+    spelling that reads back as the same float)."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 def _optional_number(value: models.Number | None) -> Decimal | int | None:
     return None if value is None else number(value)
 
@@ -93,7 +101,7 @@ KINDS: tuple[Kind, ...] = (
             v.metric,
             v.breakdown,
             v.dimension,
-            number(v.value),
+            text_number(v.value),
             v.captured_at,
             v.is_final,
         ),

@@ -541,8 +541,12 @@ class Runner:
 
     async def _reap(self, done: set[asyncio.Task[None]]) -> None:
         for task in done:
-            finished = self._running.pop(task)
-            self.scheduler.done(finished)
+            finished = self._running.pop(task, None)
+            if finished is not None:
+                self.scheduler.done(finished)
+            if task.cancelled():
+                # stop_accounts cancelled it (a lease lost): reaped here or there, not a crash
+                continue
             exc = task.exception()
             if exc is not None:
                 # a bug: let the daemon stop loudly rather than lose it silently

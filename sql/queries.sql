@@ -23,8 +23,10 @@ create temp table stage_media (
     posted_at timestamptz, permalink text, caption text, expires_at timestamptz,
     seen_at timestamptz
 ) on commit delete rows;
+-- value as text: the exact spelling (records.text_number), cast once here; binary numeric
+-- encoding cost the collector more CPU than the rest of a value's staging
 create temp table stage_media_metric (
-    media_id text, metric text, breakdown text, dimension text, value numeric,
+    media_id text, metric text, breakdown text, dimension text, value text,
     captured_at timestamptz, is_final boolean
 ) on commit delete rows;
 -- stage_media_metric grouped into captures: the work table of insert_media_metrics, not filled
@@ -162,9 +164,10 @@ select d.media_id, d.captured_at,
 from (
     -- one value per key and capture (a batch repeating one keeps the final's)
     select distinct on (s.media_id::bigint, s.captured_at, k.key_id)
-           s.media_id::bigint as media_id, s.captured_at, k.key_id, s.value, s.is_final,
-           s.value = trunc(s.value) and s.value between -2147483648 and 2147483647 as fits
+           s.media_id::bigint as media_id, s.captured_at, k.key_id, n.value, s.is_final,
+           n.value = trunc(n.value) and n.value between -2147483648 and 2147483647 as fits
     from stage_media_metric s
+    cross join lateral (select s.value::numeric as value) n
     join metric_key k
         on (k.metric, k.period, k.breakdown, k.dimension) = (s.metric, '', s.breakdown, s.dimension)
     where s.captured_at >= coalesce(

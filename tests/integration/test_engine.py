@@ -383,3 +383,37 @@ async def test_a_pass_verdict_is_the_worst_outcome_of_its_jobs(
     assert {v for k, v in rows.items() if k != bad.ig_user_id} == {"ok"}
     line = next(line for line in summary.splitlines() if bad.username in line)
     assert "failing" in line
+
+
+async def test_stopping_an_account_while_its_job_runs_leaves_the_runner_going(
+    sim_factory: Any,
+    make_settings: MakeSettings,
+    store: store_mod.Store,
+    fake_clock: clock.FakeClock,
+) -> None:
+    # the lease of an account is lost (cluster mode) while a job of it waits on the API: the
+    # job is cancelled, and the loop that reaps finished jobs must not take that for a crash
+    sim = await sim_factory(accounts=1, media_per_account=3, stories_per_account=0)
+    settings = make_settings(
+        sim,
+        sections={"limits": {"max_in_flight": 1}, "graph": {"timeout": 120}},
+    )
+    sim.faults.script(r".", ["timeout"])  # the first request hangs
+    h = Harness(settings, store, fake_clock, sim)
+    await h.start()
+    try:
+        assert h.runner is not None
+        run = h.runner
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.run(stop))
+        await eventually(lambda: sim.faults.pending == 0 and run.in_flight == 1)
+        (uid,) = list(run.accounts)
+        await run.stop_accounts([uid])
+        assert run.accounts == {}
+        await asyncio.sleep(0)  # the reaping loop runs once more
+        assert not task.done(), task.exception() if task.done() else None
+        stop.set()
+        await task
+    finally:
+        sim.faults.released.set()
+        await h.close()
