@@ -601,18 +601,33 @@ cross join lateral (
                   array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
               ))
             union all
-            -- the captures in the range
+            -- the captures in the range, per media through the primary key (offset 0: not a
+            -- scan of every account's month joined to this account's media)
             select h.media_id, u.key_id, coalesce(u.v::numeric, u.w), h.captured_at
             from media hm
-            join media_capture h on h.media_id = hm.media_id_num
+            cross join lateral (
+                select h.*
+                from media_capture h
+                where h.media_id = hm.media_id_num
+                  and h.captured_at > since
+                  and h.captured_at <= until
+                offset 0
+            ) h
             join metric_key_set ks on ks.key_set_id = h.key_set_id
-            cross join lateral unnest(ks.key_ids, h.vals, h.wide) as u (key_id, v, w)
+            cross join lateral (
+                -- every value, or only the asked metrics' (found by position, not unnested)
+                select u.key_id, u.v, u.w
+                from unnest(ks.key_ids, h.vals, h.wide) as u (key_id, v, w)
+                where metrics is null
+                union all
+                select wk.key_id, h.vals[p.i], h.wide[p.i]
+                from unnest(
+                    array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
+                ) as wk (key_id)
+                cross join lateral (select array_position(ks.key_ids, wk.key_id) as i) p
+                where metrics is not null and p.i is not null
+            ) u
             where hm.ig_user_id = a.ig_user_id
-              and (metrics is null or u.key_id = any (
-                  array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
-              ))
-              and h.captured_at > since
-              and h.captured_at <= until
         ) p
         window series as (partition by p.media_id, p.key_id order by p.captured_at)
     ) q
