@@ -82,15 +82,16 @@ order by name;
 
 -- name: views_a_week_ago
 -- Value at a time: one account's posts and reels, their views and reach as they stood 7 days
--- ago (and the capture that said so), next to their latest values.
+-- ago (and the capture that said so), next to their latest values (the value at now()). The
+-- second argument names the metrics to read (NULL: all of them).
 select w.media_id,
        w.metric,
        w.value as value_7_days_ago,
        w.confirmed_at,
        l.value as latest,
-       l.captured_at as latest_captured_at
-from media_metric_at(now() - interval '7 days') w
-join media_metric_latest l
+       l.confirmed_at as latest_captured_at
+from media_metric_at(now() - interval '7 days', array['views', 'reach']) w
+join media_metric_at(now(), array['views', 'reach']) l
   on l.media_id = w.media_id
  and l.metric = w.metric
  and l.breakdown = w.breakdown
@@ -99,7 +100,6 @@ where w.account_name = 'northwind'
   and l.account_name = 'northwind'
   and not w.is_story
   and w.breakdown = ''
-  and w.metric in ('views', 'reach')
 order by w.media_id, w.metric;
 
 -- name: reach_changes_last_30_days

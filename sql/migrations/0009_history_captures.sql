@@ -380,7 +380,7 @@ comment on view story_final_metrics is
 -- capture at or before t (one index lookup), else what retention carried. A SQL function like
 -- this one is inlined into the calling query, so a filter on account or media narrows the scan
 -- before any history is read.
-create function media_metric_at(as_of timestamptz)
+create function media_metric_at(as_of timestamptz, metrics text[] default null)
 returns table (
     media_id text,
     ig_user_id text,
@@ -449,14 +449,18 @@ cross join lateral (
     cross join lateral unnest(ks.key_ids, x.vals, x.wide) as u (key_id, v, w)
     where c.media_id = m.media_id_num
       and c.first_captured_at <= as_of
+      and (metrics is null or u.key_id = any (
+          array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
+      ))
     order by u.key_id, x.captured_at desc
 ) l
 join metric_key k on k.key_id = l.key_id
 $$;
 
-comment on function media_metric_at(timestamptz) is
+comment on function media_metric_at(timestamptz, text[]) is
     'Every media metric series as it stood at a time: its value and the capture that gave it '
-    '(confirmed_at). Use as a table: select … from media_metric_at(t).';
+    '(confirmed_at); metrics, when given, keeps only those metrics. Use as a table: '
+    'select … from media_metric_at(t).';
 
 -- Every change of every series, with the interval it held for. Computed per media (a lateral
 -- over its captures), so that a filter on the account or the media is applied before any

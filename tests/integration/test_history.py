@@ -428,6 +428,10 @@ async def test_every_capture_is_one_row_and_answers_every_question(
         ("saved", 1, T0 + timedelta(hours=1)),
     ]
     assert await db_conn.fetch("select * from media_metric_at($1)", T0 - timedelta(hours=1)) == []
+    only = await db_conn.fetch(
+        "select metric, value from media_metric_at($1, array['saved'])", T0 + timedelta(hours=4)
+    )
+    assert [tuple(r) for r in only] == [("saved", 2)]
     assert (await synced.counts())["media_metric"] == 10
 
 
