@@ -108,6 +108,25 @@ async def _run_once(settings: config.Settings, fake: clock.FakeClock) -> None:
     assert await daemon.run_once(settings, clock=fake, out=io.StringIO()) == 0
 
 
+async def _fill_with_three_passes(
+    sim_factory: Any, dsn: str, fake: clock.FakeClock, tmp_path: Path
+) -> config.Settings:
+    """A database filled as in the issue: three passes over 3 accounts, the second an hour
+    after the first, the third the next day; the settings, for passes after a migration."""
+    sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
+    path = write_config(
+        tmp_path / "collector.toml",
+        sim,
+        dsn,
+        sections={"schedule": {"account_insights_backfill_days": 4}},
+    )
+    settings = config.load(path, environ={})
+    for step in (0, 3600, 86400):
+        fake.advance(step)
+        await _run_once(settings, fake)
+    return settings
+
+
 async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous_code(
     old_schema: Callable[[], None],
     old_conn: asyncpg.Connection,
@@ -118,18 +137,7 @@ async def test_migration_keeps_every_answer_of_a_database_filled_by_the_previous
 ) -> None:
     await schema.migrate(old_conn)
     assert await old_conn.fetchval("select max(version) from schema_migration") == HISTORY - 1
-    sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
-    path = write_config(
-        tmp_path / "collector.toml",
-        sim,
-        empty_db_dsn,
-        sections={"schedule": {"account_insights_backfill_days": 4}},
-    )
-    settings = config.load(path, environ={})
-    # three passes, as in the issue: the second an hour later, the third the next day
-    for step in (0, 3600, 86400):
-        fake_clock.advance(step)
-        await _run_once(settings, fake_clock)
+    settings = await _fill_with_three_passes(sim_factory, empty_db_dsn, fake_clock, tmp_path)
     before = await answers(old_conn)
     captures = [r[0] for r in await old_conn.fetch("select captured_at from media_metric")]
     times = probe_times(captures)
@@ -215,17 +223,7 @@ async def test_migration_to_captures_keeps_every_answer_of_the_change_only_histo
 ) -> None:
     await schema.migrate(old_conn)
     assert await old_conn.fetchval("select max(version) from schema_migration") == CAPTURES - 1
-    sim = await sim_factory(accounts=3, media_per_account=12, stories_per_account=2)
-    path = write_config(
-        tmp_path / "collector.toml",
-        sim,
-        empty_db_dsn,
-        sections={"schedule": {"account_insights_backfill_days": 4}},
-    )
-    settings = config.load(path, environ={})
-    for step in (0, 3600, 86400):
-        fake_clock.advance(step)
-        await _run_once(settings, fake_clock)
+    settings = await _fill_with_three_passes(sim_factory, empty_db_dsn, fake_clock, tmp_path)
     before = {
         name: sorted(tuple(r) for r in await old_conn.fetch(sql))
         for name, sql in CHANGE_ONLY_ANSWERS.items()
