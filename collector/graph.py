@@ -601,13 +601,7 @@ def loads(raw: bytes | str) -> Any:
 #: it, in one C pass (``str.translate``) instead of a Python step per byte: the batch parameter
 #: is tens of kilobytes of JSON
 _FORM_ASCII = {
-    c: (
-        chr(c)
-        if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_.-~")
-        else "+"
-        if c == 0x20
-        else f"%{c:02X}"
-    )
+    c: chr(c) if chr(c).isalnum() or chr(c) in "_.-~" else "+" if c == 0x20 else f"%{c:02X}"
     for c in range(128)
 }
 
