@@ -376,10 +376,48 @@ comment on view story_final_metrics is
     'never a mix of two. A story without any captured metric (below the viewer threshold) '
     'appears once, with NULL metric columns, its insights_status and its missed_reason.';
 
--- "Value at t": per media and key set, its current row when that is no newer than t, else the
--- capture at or before t (one index lookup), else what retention carried. A SQL function like
--- this one is inlined into the calling query, so a filter on account or media narrows the scan
--- before any history is read.
+-- The capture of one media and key set in effect at a time: its current row when that is no
+-- newer than t, else the capture at or before t (one index lookup), else what retention
+-- carried; no row before the first. A set-returning SQL function like this one is inlined
+-- where it is called (a plain lateral subquery in the plan).
+create function media_capture_at(c media_metric_current, as_of timestamptz)
+returns table (captured_at timestamptz, is_final boolean, vals integer[], wide numeric[])
+language sql
+stable
+as $$
+select c.captured_at, c.is_final, c.vals, c.wide
+where c.captured_at <= as_of
+union all
+select h.captured_at, h.is_final, h.vals, h.wide
+from (
+    select h.captured_at, h.is_final, h.vals, h.wide
+    from media_capture h
+    where c.captured_at > as_of
+      and h.media_id = c.media_id
+      and h.key_set_id = c.key_set_id
+      -- bounds that prune the partitions the lookup visits
+      and h.captured_at >= c.first_captured_at
+      and h.captured_at <= as_of
+    order by h.captured_at desc
+    limit 1
+) h
+union all
+select r.captured_at, r.is_final, r.vals, r.wide
+from media_capture_carried r
+where c.captured_at > as_of
+  and r.media_id = c.media_id
+  and r.key_set_id = c.key_set_id
+  and r.captured_at <= as_of
+order by 1 desc
+limit 1
+$$;
+
+comment on function media_capture_at(media_metric_current, timestamptz) is
+    'The capture of a media and key set (a media_metric_current row) in effect at a time.';
+
+-- "Value at t": per media and key set, media_capture_at. A SQL function like this one is
+-- inlined into the calling query, so a filter on account or media narrows the scan before any
+-- history is read.
 create function media_metric_at(as_of timestamptz, metrics text[] default null)
 returns table (
     media_id text,
@@ -419,33 +457,7 @@ cross join lateral (
            x.is_final
     from media_metric_current c
     join metric_key_set ks on ks.key_set_id = c.key_set_id
-    cross join lateral (
-        select c.captured_at, c.is_final, c.vals, c.wide
-        where c.captured_at <= as_of
-        union all
-        select h.captured_at, h.is_final, h.vals, h.wide
-        from (
-            select h.captured_at, h.is_final, h.vals, h.wide
-            from media_capture h
-            where c.captured_at > as_of
-              and h.media_id = c.media_id
-              and h.key_set_id = c.key_set_id
-              -- bounds that prune the partitions the lookup visits
-              and h.captured_at >= c.first_captured_at
-              and h.captured_at <= as_of
-            order by h.captured_at desc
-            limit 1
-        ) h
-        union all
-        select r.captured_at, r.is_final, r.vals, r.wide
-        from media_capture_carried r
-        where c.captured_at > as_of
-          and r.media_id = c.media_id
-          and r.key_set_id = c.key_set_id
-          and r.captured_at <= as_of
-        order by 1 desc
-        limit 1
-    ) x
+    cross join lateral media_capture_at(c, as_of) x
     cross join lateral unnest(ks.key_ids, x.vals, x.wide) as u (key_id, v, w)
     where c.media_id = m.media_id_num
       and c.first_captured_at <= as_of
@@ -558,47 +570,21 @@ cross join lateral (
                p.value is distinct from lag(p.value) over series as changed
         from (
             -- the baseline: per media and key set, the capture that gave its values at `since`
-            select c.media_id, u.key_id, coalesce(u.v::numeric, u.w) as value, x.captured_at
+            select (s.c).media_id, u.key_id, coalesce(u.v::numeric, u.w) as value, x.captured_at
             from media bm
             cross join lateral (
                 -- per media through the primary key (offset 0 keeps the planner from turning
                 -- this into a scan of every account's current rows)
-                select c.*
+                select c
                 from media_metric_current c
                 where c.media_id = bm.media_id_num
                   and c.first_captured_at <= since
                   -- only series that may change in the range
                   and c.captured_at > since
                 offset 0
-            ) c
-            join metric_key_set ks on ks.key_set_id = c.key_set_id
-            cross join lateral (
-                select c.captured_at, c.is_final, c.vals, c.wide
-                where c.captured_at <= since
-                union all
-                select h.captured_at, h.is_final, h.vals, h.wide
-                from (
-                    select h.captured_at, h.is_final, h.vals, h.wide
-                    from media_capture h
-                    where c.captured_at > since
-                      and h.media_id = c.media_id
-                      and h.key_set_id = c.key_set_id
-                      -- bounds that prune the partitions the lookup visits
-                      and h.captured_at >= c.first_captured_at
-                      and h.captured_at <= since
-                    order by h.captured_at desc
-                    limit 1
-                ) h
-                union all
-                select r.captured_at, r.is_final, r.vals, r.wide
-                from media_capture_carried r
-                where c.captured_at > since
-                  and r.media_id = c.media_id
-                  and r.key_set_id = c.key_set_id
-                  and r.captured_at <= since
-                order by 1 desc
-                limit 1
-            ) x
+            ) s
+            join metric_key_set ks on ks.key_set_id = (s.c).key_set_id
+            cross join lateral media_capture_at(s.c, since) x
             cross join lateral unnest(ks.key_ids, x.vals, x.wide) as u (key_id, v, w)
             where bm.ig_user_id = a.ig_user_id
               and (metrics is null or u.key_id = any (
