@@ -579,8 +579,13 @@ cross join lateral (
                 from media_metric_current c
                 where c.media_id = bm.media_id_num
                   and c.first_captured_at <= since
-                  -- only series that may change in the range
-                  and c.captured_at > since
+                  -- only media captured in the range (with every key set of theirs: a key
+                  -- can be in several, a story's reach in its polls' and its final's)
+                  and exists (
+                      select 1
+                      from media_metric_current n
+                      where n.media_id = bm.media_id_num and n.captured_at > since
+                  )
                 offset 0
             ) s
             join metric_key_set ks on ks.key_set_id = (s.c).key_set_id

@@ -516,6 +516,40 @@ async def test_a_story_final_with_more_keys_is_the_latest_of_each_series(
     ]
 
 
+async def test_a_range_starting_between_the_last_poll_and_the_final_compares_across_key_sets(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    await synced.write(models.Batch(media_metrics=capture(0, reach=5, views=8)))
+    await synced.write(models.Batch(media_metrics=capture(0.5, reach=7, views=8)))
+    final_at = T0 + timedelta(hours=1)
+    final = [
+        models.MediaMetric(POST, "reach", "", "", 7, final_at, is_final=True),
+        models.MediaMetric(POST, "views", "", "", 9, final_at, is_final=True),
+        models.MediaMetric(
+            POST,
+            "navigation",
+            "story_navigation_action_type",
+            "tap_forward",
+            4,
+            final_at,
+            is_final=True,
+        ),
+    ]
+    await synced.write(models.Batch(media_metrics=final))
+    # the final (a key set of its own) is compared with the last poll before the range, whose
+    # key set has no capture in the range: an unchanged reach is no change
+    changes = await db_conn.fetch(
+        "select metric, dimension, value, previous_value from media_metric_changes($1, $2)"
+        " order by metric, dimension",
+        T0 + timedelta(minutes=45),
+        final_at,
+    )
+    assert [tuple(r) for r in changes] == [
+        ("navigation", "tap_forward", 4, None),
+        ("views", "", 9, 8),
+    ]
+
+
 async def test_values_keep_their_exact_type(
     synced: store_mod.Store, db_conn: asyncpg.Connection
 ) -> None:
