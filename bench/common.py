@@ -214,12 +214,12 @@ def machine() -> str:
     )
 
 
-def git_commit() -> str:
-    """The commit measured: ``HEAD`` (``+dirty`` when collector code is edited), or, for a
-    snapshot without ``.git`` (``git archive HEAD``), ``$BENCH_COMMIT``."""
+def git_commit(root: Path = ROOT) -> str:
+    """The commit measured: ``HEAD`` of ``root`` (``+dirty`` when collector code is edited), or,
+    for a snapshot without ``.git`` (``git archive HEAD``), ``$BENCH_COMMIT``."""
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
         check=False,
@@ -229,7 +229,7 @@ def git_commit() -> str:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "collector", "sql"],
         check=False,
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
     ).stdout.strip()

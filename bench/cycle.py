@@ -97,6 +97,7 @@ def run_case(
     per_account: int,
     passes: int,
     account_budget: int = common.HUGE_BUDGET,
+    collector: Path | None = None,
 ) -> list[dict[str, Any]]:
     sim = common.start_simulator(
         accounts=accounts,
@@ -110,13 +111,19 @@ def run_case(
         dsn = asyncio.run(common.fresh_database(DB))
         with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
             cfg = write_config(Path(tmp), sim, dsn, max_in_flight, per_account)
-            py = sys.executable
-            mig = common.run_measured([py, "-m", "collector", "migrate", "-c", str(cfg)])
+            # another checkout's collector (its own virtualenv, run from its directory) against
+            # this checkout's simulator and harness: before/after on the same machine
+            py = str(collector / ".venv/bin/python") if collector else sys.executable
+            mig = common.run_measured(
+                [py, "-m", "collector", "migrate", "-c", str(cfg)], cwd=collector
+            )
             if mig.returncode != 0:
                 raise RuntimeError(f"migrate failed: {mig.stderr[-2000:]}")
             before = sim.stats()
             for n in range(1, passes + 1):
-                run = common.run_measured([py, "-m", "collector", "run", "--once", "-c", str(cfg)])
+                run = common.run_measured(
+                    [py, "-m", "collector", "run", "--once", "-c", str(cfg)], cwd=collector
+                )
                 after = sim.stats()
                 counts = diff(after, before)
                 before = after
@@ -251,6 +258,11 @@ def main() -> int:
         "operations; 4800 is the simulator's default)",
     )
     parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument(
+        "--collector",
+        type=Path,
+        help="run the collector of this other checkout (its .venv) instead of this one's",
+    )
     args = parser.parse_args()
     if args.quick:
         sizes, latencies, passes = [(10, 20, 2)], [0.0, 50.0], 1
@@ -265,7 +277,16 @@ def main() -> int:
         f"account budget {args.account_budget} calls per window",
         flush=True,
     )
-    startup = common.run_measured([sys.executable, "-c", STARTUP])
+    if args.collector:
+        print(f"# collector: {args.collector} at {common.git_commit(args.collector)}", flush=True)
+    startup = common.run_measured(
+        [
+            str(args.collector / ".venv/bin/python") if args.collector else sys.executable,
+            "-c",
+            STARTUP,
+        ],
+        cwd=args.collector,
+    )
     print(
         f"# interpreter start + collector imports: {startup.cpu:.2f} s CPU, "
         f"{startup.maxrss_mb:.0f} MB RSS (included in every pass below)",
@@ -283,6 +304,7 @@ def main() -> int:
                 per_account=args.per_account_in_flight,
                 passes=passes,
                 account_budget=args.account_budget,
+                collector=args.collector.resolve() if args.collector else None,
             )
     print("\n# calls per unit of data")
     for r in results:

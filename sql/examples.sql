@@ -51,7 +51,9 @@ group by account_name
 order by account_name;
 
 -- name: daily_reach_last_14_days
--- Daily reach per account over the last 14 Pacific days (Meta's day boundary).
+-- Daily reach per account over the last 14 Pacific days (Meta's day boundary). The history is
+-- partitioned by end_time (a day's bucket ends at the next Pacific midnight): a bound on it lets
+-- PostgreSQL read only the months the range covers, where a bound on day alone reads them all.
 select day,
        account_name,
        value as reach
@@ -60,6 +62,8 @@ where metric = 'reach'
   and period = 'day'
   and breakdown = ''
   and day >= (now() at time zone 'America/Los_Angeles')::date - 14
+  and end_time > ((now() at time zone 'America/Los_Angeles')::date - 14)::timestamp
+                 at time zone 'America/Los_Angeles'
 order by account_name, day;
 
 -- name: accounts_needing_attention

@@ -3,6 +3,7 @@ the migration with every answer unchanged; one row per capture, late captures, r
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -548,6 +549,86 @@ async def test_a_range_starting_between_the_last_poll_and_the_final_compares_acr
         ("navigation", "tap_forward", 4, None),
         ("views", "", 9, 8),
     ]
+
+
+async def test_changes_by_capture_and_by_value_agree_with_every_polled_value(
+    synced: store_mod.Store, db_conn: asyncpg.Connection
+) -> None:
+    """media_metric_changes reads a media whose key sets share no key capture by capture (array
+    to array) and one whose key sets share a key value by value: both give, for every range,
+    what a Python pass over every polled value gives."""
+    other = models.MediaId("18027310153508652")
+    second = dataclasses.replace(post(), media_id=other)
+    await synced.write(models.Batch(media=[second]))
+
+    def at(hours: float, media: models.MediaId, **values: float) -> models.Batch:
+        when = T0 + timedelta(hours=hours)
+        return models.Batch(
+            media_metrics=[models.MediaMetric(media, k, "", "", v, when) for k, v in values.items()]
+        )
+
+    # POST: a metric retired between captures (key sets {plays, reach, views}, then {reach,
+    # views}: shared keys); OTHER: insights and listing fields (disjoint key sets), rates and a
+    # count past 2^31, values that come back after a change
+    for batch in (
+        at(0, POST, views=8, reach=5, plays=3),
+        at(0, other, views=2, reach=1),
+        at(0.5, other, like_count=4, comments_count=0),
+        at(1, POST, views=8, reach=6, plays=3),
+        at(1, other, views=2, reach=1.5),
+        at(2, POST, views=9, reach=6),
+        at(2.5, other, like_count=4, comments_count=1),
+        at(3, POST, views=9, reach=6),
+        at(3, other, views=3_000_000_000, reach=1.5),
+        at(4, POST, views=9.25, reach=7),
+        at(4, other, views=3_000_000_000, reach=1),
+        at(5, other, like_count=5, comments_count=1),
+        at(6, POST, views=9.25, reach=7),
+        at(6, other, views=3_000_000_001, reach=1),
+    ):
+        await synced.write(batch)
+    polls = await db_conn.fetch(
+        "select media_id, metric, breakdown, dimension, value, captured_at from media_metric"
+    )
+    assert len(polls) == 30
+    # the two paths: POST's key sets overlap, OTHER's do not
+    overlap = await db_conn.fetch(
+        "select m.media_id, bool_or(s1.key_ids && s2.key_ids) as shares"
+        " from media_metric_current c1"
+        " join media_metric_current c2 on c2.media_id = c1.media_id"
+        "  and c2.key_set_id > c1.key_set_id"
+        " join metric_key_set s1 on s1.key_set_id = c1.key_set_id"
+        " join metric_key_set s2 on s2.key_set_id = c2.key_set_id"
+        " join media m on m.media_id_num = c1.media_id"
+        " group by m.media_id order by m.media_id"
+    )
+    assert [tuple(r) for r in overlap] == [(POST, True), (other, False)]
+    times = sorted({r["captured_at"] for r in polls})
+    bounds = [times[0] - timedelta(hours=1), *times, *(t + timedelta(minutes=1) for t in times)]
+    checked = 0
+    for since in bounds:
+        for until in bounds:
+            if until <= since:
+                continue
+            want = expected_changes(polls, since, until)
+            got = await db_conn.fetch(
+                "select media_id, metric, breakdown, dimension, value, valid_from, valid_until,"
+                " previous_value from media_metric_changes($1, $2)",
+                since,
+                until,
+            )
+            assert sorted(tuple(r) for r in got) == want, (since, until)
+            views = await db_conn.fetch(
+                "select media_id, metric, breakdown, dimension, value, valid_from, valid_until,"
+                " previous_value from media_metric_changes($1, $2, array['views', 'like_count'])",
+                since,
+                until,
+            )
+            assert sorted(tuple(r) for r in views) == [
+                w for w in want if w[1] in ("views", "like_count")
+            ], (since, until)
+            checked += bool(want)
+    assert checked > 100
 
 
 async def test_values_keep_their_exact_type(
