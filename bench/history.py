@@ -463,7 +463,13 @@ async def report_sizes(
 
 
 async def report_reads(conn: asyncpg.Connection, end: datetime, repeat: int) -> None:
-    print(f"\n# reads for one account (median / worst of {repeat} after a warm-up)")
+    # an analyst's session: the server's own work_mem, not the generation's
+    await conn.execute("reset work_mem")
+    work_mem = await conn.fetchval("show work_mem")
+    print(
+        f"\n# reads for one account (median / worst of {repeat} after a warm-up; "
+        f"work_mem {work_mem})"
+    )
     print("\n| read | rows | client median ms | client worst ms | server median ms |")
     print("|---|---:|---:|---:|---:|")
     reads = list(views(end).items()) + [
@@ -480,7 +486,6 @@ async def reads_only(args: argparse.Namespace) -> None:
     dsn = common.ADMIN_DSN.rsplit("/", 1)[0] + "/" + common.database_name(DB)
     conn = await asyncpg.connect(dsn, command_timeout=None)
     try:
-        await conn.execute("set work_mem = '256MB'")
         last = await conn.fetchval("select max(captured_at) from media_capture")
         end = last.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         print(f"# the kept history, ending {end:%Y-%m-%d %H:%M} UTC")

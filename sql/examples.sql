@@ -87,23 +87,29 @@ order by name;
 -- name: views_a_week_ago
 -- Value at a time: one account's posts and reels, their views and reach as they stood 7 days
 -- ago (and the capture that said so), next to their latest values (the value at now()). The
--- second argument names the metrics to read (NULL: all of them).
+-- second argument names the metrics to read (NULL: all of them). Each side is read once
+-- (materialized), then the two are joined.
+with week_ago as materialized (
+    select media_id, metric, value, confirmed_at
+    from media_metric_at(now() - interval '7 days', array['views', 'reach'])
+    where account_name = 'northwind'
+      and not is_story
+      and breakdown = ''
+), latest as materialized (
+    select media_id, metric, value, confirmed_at
+    from media_metric_at(now(), array['views', 'reach'])
+    where account_name = 'northwind'
+      and not is_story
+      and breakdown = ''
+)
 select w.media_id,
        w.metric,
        w.value as value_7_days_ago,
        w.confirmed_at,
        l.value as latest,
        l.confirmed_at as latest_captured_at
-from media_metric_at(now() - interval '7 days', array['views', 'reach']) w
-join media_metric_at(now(), array['views', 'reach']) l
-  on l.media_id = w.media_id
- and l.metric = w.metric
- and l.breakdown = w.breakdown
- and l.dimension = w.dimension
-where w.account_name = 'northwind'
-  and l.account_name = 'northwind'
-  and not w.is_story
-  and w.breakdown = ''
+from week_ago w
+join latest l using (media_id, metric)
 order by w.media_id, w.metric;
 
 -- name: reach_changes_last_30_days

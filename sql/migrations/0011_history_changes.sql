@@ -10,6 +10,96 @@
 -- answers are the same row for row (tests/integration/test_history.py compares both with a
 -- Python computation); bench/RESULTS.md §10 has the timings.
 
+-- The latest values and the value at t unnest a capture's arrays in the select list, where
+-- set-returning functions run in lockstep (a NULL array gives NULLs) without the tuplestore a
+-- function in FROM fills for every capture: the same rows, 10-20 % faster.
+create or replace view media_metric_latest as
+select
+    m.media_id,
+    m.ig_user_id,
+    a.name as account_name,
+    a.username,
+    m.media_type,
+    m.media_product_type,
+    m.is_story,
+    m.posted_at,
+    m.permalink,
+    k.metric,
+    k.breakdown,
+    k.dimension,
+    l.value,
+    l.captured_at,
+    l.is_final
+from media m
+join account a on a.ig_user_id = m.ig_user_id
+cross join lateral (
+    -- a series in several key sets (a story's reach, in its polls and in its final): the newest
+    select distinct on (u.key_id) u.key_id, coalesce(u.v::numeric, u.w) as value, c.captured_at,
+           c.is_final
+    from media_metric_current c
+    join metric_key_set ks on ks.key_set_id = c.key_set_id
+    cross join lateral (
+        select unnest(ks.key_ids) as key_id, unnest(c.vals) as v, unnest(c.wide) as w
+    ) u
+    where c.media_id = m.media_id_num
+    order by u.key_id, c.captured_at desc
+) l
+join metric_key k on k.key_id = l.key_id;
+
+create or replace function media_metric_at(as_of timestamptz, metrics text[] default null)
+returns table (
+    media_id text,
+    ig_user_id text,
+    account_name text,
+    media_product_type text,
+    is_story boolean,
+    posted_at timestamptz,
+    metric text,
+    breakdown text,
+    dimension text,
+    value numeric,
+    confirmed_at timestamptz,
+    is_final boolean
+)
+language sql
+stable
+as $$
+select
+    m.media_id,
+    m.ig_user_id,
+    a.name,
+    m.media_product_type,
+    m.is_story,
+    m.posted_at,
+    k.metric,
+    k.breakdown,
+    k.dimension,
+    l.value,
+    l.captured_at,
+    l.is_final
+from media m
+join account a on a.ig_user_id = m.ig_user_id
+cross join lateral (
+    -- a series in several key sets (a story's reach, in its polls and its final): the newest
+    select distinct on (u.key_id) u.key_id, coalesce(u.v::numeric, u.w) as value, x.captured_at,
+           x.is_final
+    from media_metric_current c
+    join metric_key_set ks on ks.key_set_id = c.key_set_id
+    cross join lateral media_capture_at(c, as_of) x
+    cross join lateral (
+        select unnest(ks.key_ids) as key_id, unnest(x.vals) as v, unnest(x.wide) as w
+    ) u
+    where c.media_id = m.media_id_num
+      and c.first_captured_at <= as_of
+      and (metrics is null or u.key_id = any (
+          array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
+      ))
+    order by u.key_id, x.captured_at desc
+) l
+join metric_key k on k.key_id = l.key_id
+$$;
+
+
 create or replace function media_metric_changes(
     since timestamptz, until timestamptz, metrics text[] default null
 )
@@ -88,8 +178,10 @@ cross join lateral (
         ) f
         join metric_key_set ks on ks.key_set_id = f.key_set_id
         cross join lateral (
-            select u.key_id, u.v, u.pv, u.w, u.pw
-            from unnest(ks.key_ids, f.vals, f.pvals, f.wide, f.pwide) as u (key_id, v, pv, w, pw)
+            -- set-returning functions in the select list run in lockstep (a NULL array gives
+            -- NULLs), without the tuplestore a function in FROM fills: faster per capture
+            select unnest(ks.key_ids) as key_id, unnest(f.vals) as v, unnest(f.pvals) as pv,
+                   unnest(f.wide) as w, unnest(f.pwide) as pw
             where metrics is null
             union all
             select wk.key_id, f.vals[p.i], f.pvals[p.i], f.wide[p.i], f.pwide[p.i]
@@ -134,8 +226,8 @@ cross join lateral (
                 ) g
                 join metric_key_set ks on ks.key_set_id = g.key_set_id
                 cross join lateral (
-                    select u.key_id, u.v, u.w
-                    from unnest(ks.key_ids, g.vals, g.wide) as u (key_id, v, w)
+                    select unnest(ks.key_ids) as key_id, unnest(g.vals) as v,
+                           unnest(g.wide) as w
                     where metrics is null
                     union all
                     select wk.key_id, g.vals[p.i], g.wide[p.i]
