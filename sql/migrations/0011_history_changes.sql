@@ -1,14 +1,15 @@
 -- "A series over a range" read by capture, not by value (issue 13, third step).
 --
 -- 0009's media_metric_changes unnested every value of every capture in the range and sorted
--- them all by series to find the changes: 94,000 values for one account over 30 days. A
--- media whose key sets share no key (every post: its insights and its listing's fields) now
--- compares each capture with the one before it of the same key set, array to array: the
--- window sorts captures, not values, and only the changed values are unnested into rows and
--- sorted by series for valid_until. Media with a key in two key sets (a story's reach in its
--- polls and its final, a post across a retired metric) keep 0009's value-by-value path. The
+-- them all by series, per account, to find the changes: 94,000 values for one account over 30
+-- days, and a filter on one media still computed every account. Now it is computed per media
+-- (a filter on the media or the account narrows first), and a media whose key sets share no
+-- key (every post: its insights and its listing's fields) compares each capture with the one
+-- before it of the same key set, array to array: the window sorts captures, not values, and
+-- only the changed values are unnested. Media with a key in two key sets (a story's reach in
+-- its polls and its final, a post across a retired metric) keep the value-by-value path. The
 -- answers are the same row for row (tests/integration/test_history.py compares both with a
--- Python computation); bench/RESULTS.md §10 has the timings.
+-- Python computation over every polled value); bench/RESULTS.md §10 has the timings.
 
 -- The latest values and the value at t unnest a capture's arrays in the select list, where
 -- set-returning functions run in lockstep (a NULL array gives NULLs) without the tuplestore a
@@ -122,144 +123,121 @@ language sql
 stable
 as $$
 select
-    x.media_id, x.ig_user_id, a.name, x.media_product_type, x.is_story, x.posted_at,
+    m.media_id, m.ig_user_id, a.name, m.media_product_type, m.is_story, m.posted_at,
     k.metric, k.breakdown, k.dimension, x.value, x.captured_at, x.valid_until, x.previous_value
 from account a
+join media m on m.ig_user_id = a.ig_user_id
+-- per media (a lateral over its captures): a filter on the account, the media, is_story or
+-- posted_at narrows the media before any history is read, and every sort is one media's
 cross join lateral (
-    select c.media_id, c.ig_user_id, c.media_product_type, c.is_story, c.posted_at,
-           c.key_id, c.value, c.captured_at, c.previous_value, c.valid_until
+    -- whether two of the media's key sets share a key
+    select coalesce(bool_or(s1.key_ids && s2.key_ids), false) as shares_keys
+    from media_metric_current c1
+    join media_metric_current c2
+      on c2.media_id = m.media_id_num and c2.key_set_id > c1.key_set_id
+    join metric_key_set s1 on s1.key_set_id = c1.key_set_id
+    join metric_key_set s2 on s2.key_set_id = c2.key_set_id
+    where c1.media_id = m.media_id_num
+) sk
+cross join lateral (
+    -- key sets that share no key (a post: its insights and its listing's fields): each capture
+    -- compared with the one before it of its key set, array to array (the one in effect at
+    -- `since` first), and only the values that changed unnested
+    select u.key_id, coalesce(u.v::numeric, u.w) as value, f.captured_at,
+           case when f.previous_at is not null then coalesce(u.pv::numeric, u.pw) end
+               as previous_value,
+           lead(f.captured_at) over (partition by u.key_id order by f.captured_at)
+               as valid_until
     from (
-        -- media whose key sets share no key (a post: its insights and its listing's fields):
-        -- each capture is compared with the one before it of its key set, array to array
-        select f.media_id, f.ig_user_id, f.media_product_type, f.is_story, f.posted_at,
-               f.media_num, u.key_id, coalesce(u.v::numeric, u.w) as value, f.captured_at,
-               case when f.previous_at is not null then coalesce(u.pv::numeric, u.pw) end
-                   as previous_value,
-               lead(f.captured_at) over (
-                   partition by f.media_num, u.key_id order by f.captured_at
-               ) as valid_until
+        select g.*,
+               lag(g.captured_at) over w as previous_at,
+               lag(g.vals) over w as pvals,
+               lag(g.wide) over w as pwide
         from (
-            select g.*,
-                   lag(g.captured_at) over w as previous_at,
-                   lag(g.vals) over w as pvals,
-                   lag(g.wide) over w as pwide
-            from (
-                select fm.media_id, fm.ig_user_id, fm.media_product_type, fm.is_story,
-                       fm.posted_at, fm.media_id_num as media_num, g.key_set_id, g.captured_at,
-                       g.vals, g.wide
-                from media fm
-                cross join lateral (
-                    select c.key_set_id, b.captured_at, b.vals, b.wide
-                    from media_metric_current c
-                    cross join lateral media_capture_at(c, since) b
-                    where c.media_id = fm.media_id_num
-                      and c.captured_at > since
-                      and c.first_captured_at <= since
-                    union all
-                    select h.key_set_id, h.captured_at, h.vals, h.wide
-                    from media_capture h
-                    where h.media_id = fm.media_id_num
-                      and h.captured_at > since
-                      and h.captured_at <= until
-                ) g
-                where fm.ig_user_id = a.ig_user_id
-                  and not (
-                      -- two of the media's key sets share a key (the same test in both)
-                      select coalesce(bool_or(s1.key_ids && s2.key_ids), false)
-                      from media_metric_current c1
-                      join media_metric_current c2
-                        on c2.media_id = fm.media_id_num and c2.key_set_id > c1.key_set_id
-                      join metric_key_set s1 on s1.key_set_id = c1.key_set_id
-                      join metric_key_set s2 on s2.key_set_id = c2.key_set_id
-                      where c1.media_id = fm.media_id_num
-                  )
-            ) g
-            window w as (partition by g.media_num, g.key_set_id order by g.captured_at)
-        ) f
-        join metric_key_set ks on ks.key_set_id = f.key_set_id
-        cross join lateral (
-            -- set-returning functions in the select list run in lockstep (a NULL array gives
-            -- NULLs), without the tuplestore a function in FROM fills: faster per capture
-            select unnest(ks.key_ids) as key_id, unnest(f.vals) as v, unnest(f.pvals) as pv,
-                   unnest(f.wide) as w, unnest(f.pwide) as pw
-            where metrics is null
+            select c.key_set_id, b.captured_at, b.vals, b.wide
+            from media_metric_current c
+            cross join lateral media_capture_at(c, since) b
+            where c.media_id = m.media_id_num
+              and c.captured_at > since
+              and c.first_captured_at <= since
             union all
-            select wk.key_id, f.vals[p.i], f.pvals[p.i], f.wide[p.i], f.pwide[p.i]
-            from unnest(
-                array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
-            ) as wk (key_id)
-            cross join lateral (select array_position(ks.key_ids, wk.key_id) as i) p
-            where metrics is not null and p.i is not null
-        ) u
-        where f.captured_at > since
-          and (u.v, u.w) is distinct from (u.pv, u.pw)
+            select h.key_set_id, h.captured_at, h.vals, h.wide
+            from media_capture h
+            where h.media_id = m.media_id_num
+              and h.captured_at > since
+              and h.captured_at <= until
+        ) g
+        where not sk.shares_keys
+        window w as (partition by g.key_set_id order by g.captured_at)
+    ) f
+    join metric_key_set ks on ks.key_set_id = f.key_set_id
+    cross join lateral (
+        -- every value, or only the asked metrics' (found by position); set-returning
+        -- functions in the select list run in lockstep (a NULL array gives NULLs) without the
+        -- tuplestore a function in FROM fills for every capture
+        select unnest(ks.key_ids) as key_id, unnest(f.vals) as v, unnest(f.pvals) as pv,
+               unnest(f.wide) as w, unnest(f.pwide) as pw
+        where metrics is null
         union all
-        -- media with a key in two key sets (a story's reach in its polls and its final, a post
-        -- across a retired metric): value by value, per key across its key sets
-        select s.media_id, s.ig_user_id, s.media_product_type, s.is_story, s.posted_at,
-               s.media_num, s.key_id, s.value, s.captured_at, s.previous_value,
-               lead(s.captured_at) over (
-                   partition by s.media_num, s.key_id order by s.captured_at
-               ) as valid_until
+        select wk.key_id, f.vals[p.i], f.pvals[p.i], f.wide[p.i], f.pwide[p.i]
+        from unnest(
+            array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
+        ) as wk (key_id)
+        cross join lateral (select array_position(ks.key_ids, wk.key_id) as i) p
+        where metrics is not null and p.i is not null
+    ) u
+    where f.captured_at > since
+      and (u.v, u.w) is distinct from (u.pv, u.pw)
+    union all
+    -- a key in two key sets (a story's reach in its polls and its final, a post across a
+    -- retired metric): value by value, per key across the key sets
+    select s.key_id, s.value, s.captured_at, s.previous_value,
+           lead(s.captured_at) over (partition by s.key_id order by s.captured_at) as valid_until
+    from (
+        select p.*,
+               lag(p.value) over series as previous_value,
+               p.value is distinct from lag(p.value) over series as changed
         from (
-            select p.*,
-                   lag(p.value) over series as previous_value,
-                   p.value is distinct from lag(p.value) over series as changed
+            select u.key_id, coalesce(u.v::numeric, u.w) as value, g.captured_at
             from (
-                select sm.media_id, sm.ig_user_id, sm.media_product_type, sm.is_story,
-                       sm.posted_at, sm.media_id_num as media_num, u.key_id,
-                       coalesce(u.v::numeric, u.w) as value, g.captured_at
-                from media sm
-                cross join lateral (
-                    -- every key set's capture in effect at since, then the range's captures
-                    select b.captured_at, c.key_set_id, b.vals, b.wide
-                    from media_metric_current c
-                    cross join lateral media_capture_at(c, since) b
-                    where c.media_id = sm.media_id_num
-                      and c.first_captured_at <= since
-                    union all
-                    select h.captured_at, h.key_set_id, h.vals, h.wide
-                    from media_capture h
-                    where h.media_id = sm.media_id_num
-                      and h.captured_at > since
-                      and h.captured_at <= until
-                ) g
-                join metric_key_set ks on ks.key_set_id = g.key_set_id
-                cross join lateral (
-                    select unnest(ks.key_ids) as key_id, unnest(g.vals) as v,
-                           unnest(g.wide) as w
-                    where metrics is null
-                    union all
-                    select wk.key_id, g.vals[p.i], g.wide[p.i]
-                    from unnest(
-                        array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
-                    ) as wk (key_id)
-                    cross join lateral (select array_position(ks.key_ids, wk.key_id) as i) p
-                    where metrics is not null and p.i is not null
-                ) u
-                where sm.ig_user_id = a.ig_user_id
-                  and exists (
-                      select 1
-                      from media_metric_current n
-                      where n.media_id = sm.media_id_num and n.captured_at > since
-                  )
-                  and (
-                      -- two of the media's key sets share a key (the same test in both)
-                      select coalesce(bool_or(s1.key_ids && s2.key_ids), false)
-                      from media_metric_current c1
-                      join media_metric_current c2
-                        on c2.media_id = sm.media_id_num and c2.key_set_id > c1.key_set_id
-                      join metric_key_set s1 on s1.key_set_id = c1.key_set_id
-                      join metric_key_set s2 on s2.key_set_id = c2.key_set_id
-                      where c1.media_id = sm.media_id_num
-                  )
-            ) p
-            window series as (partition by p.media_num, p.key_id order by p.captured_at)
-        ) s
-        where s.changed and s.captured_at > since
-    ) c
+                -- every key set's capture in effect at `since`, then the range's captures
+                select b.captured_at, c.key_set_id, b.vals, b.wide
+                from media_metric_current c
+                cross join lateral media_capture_at(c, since) b
+                where c.media_id = m.media_id_num
+                  and c.first_captured_at <= since
+                union all
+                select h.captured_at, h.key_set_id, h.vals, h.wide
+                from media_capture h
+                where h.media_id = m.media_id_num
+                  and h.captured_at > since
+                  and h.captured_at <= until
+            ) g
+            join metric_key_set ks on ks.key_set_id = g.key_set_id
+            cross join lateral (
+                select unnest(ks.key_ids) as key_id, unnest(g.vals) as v, unnest(g.wide) as w
+                where metrics is null
+                union all
+                select wk.key_id, g.vals[p.i], g.wide[p.i]
+                from unnest(
+                    array(select mk.key_id from metric_key mk where mk.metric = any (metrics))
+                ) as wk (key_id)
+                cross join lateral (select array_position(ks.key_ids, wk.key_id) as i) p
+                where metrics is not null and p.i is not null
+            ) u
+            where sk.shares_keys
+        ) p
+        window series as (partition by p.key_id order by p.captured_at)
+    ) s
+    where s.changed and s.captured_at > since
 ) x
 join metric_key k on k.key_id = x.key_id
+-- only media captured in the range
+where exists (
+    select 1
+    from media_metric_current n
+    where n.media_id = m.media_id_num and n.captured_at > since
+)
 $$;
 
 comment on function media_metric_changes(timestamptz, timestamptz, text[]) is
