@@ -13,7 +13,8 @@
 
 -- The latest values and the value at t unnest a capture's arrays in the select list, where
 -- set-returning functions run in lockstep (a NULL array gives NULLs) without the tuplestore a
--- function in FROM fills for every capture: the same rows, 10-20 % faster.
+-- function in FROM fills for every capture: the same rows, 10-20 % faster. The latest values
+-- look each key's names up by key (top_media_last_30_days over 100 accounts: 59 -> 36 ms).
 create or replace view media_metric_latest as
 select
     m.media_id,
@@ -45,7 +46,14 @@ cross join lateral (
     where c.media_id = m.media_id_num
     order by u.key_id, c.captured_at desc
 ) l
-join metric_key k on k.key_id = l.key_id;
+-- each key's names by its primary key (offset 0 keeps the lookup where it is): left to itself
+-- the planner hashes all of metric_key again for every media
+cross join lateral (
+    select k.metric, k.breakdown, k.dimension
+    from metric_key k
+    where k.key_id = l.key_id
+    offset 0
+) k;
 
 create or replace function media_metric_at(as_of timestamptz, metrics text[] default null)
 returns table (
