@@ -85,6 +85,9 @@ async def test_notify_watchdog_reload_and_stop(tmp_path: Path, db_dsn: str) -> N
         conn = await asyncpg.connect(db_dsn)
         try:
             await _until(lambda: notify.seen("READY=1") >= 1, 30)
+            # the log line is written before READY=1, but reaches us through a pipe that the
+            # notify datagram can overtake
+            await _until(lambda: any('"daemon_started"' in x for x in lines), 10)
             started = next(json.loads(x) for x in lines if '"daemon_started"' in x)
             base = started["web"]
             assert base.startswith("http://127.0.0.1:")
@@ -96,12 +99,15 @@ async def test_notify_watchdog_reload_and_stop(tmp_path: Path, db_dsn: str) -> N
                     health = await resp.json()
                     assert resp.status == 200, health
                     assert health["database_up"] is True
-                await asyncio.sleep(1.5)  # let a few jobs run before reading the counters
-                async with http.get(f"{base}/metrics") as resp:
-                    body = await resp.text()
-                    assert resp.status == 200
-                    assert "collector_api_calls_total" in body
-                    assert 'endpoint="{id}"' in body
+
+                async def counted() -> bool:
+                    # the counters appear once the first jobs have called the API
+                    async with http.get(f"{base}/metrics") as resp:
+                        body = await resp.text()
+                        assert resp.status == 200
+                        return "collector_api_calls_total" in body and 'endpoint="{id}"' in body
+
+                await _until(counted, 30)
 
             async def collected(uid: str) -> bool:
                 return bool(
