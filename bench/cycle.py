@@ -87,6 +87,13 @@ def diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def collector_python(collector: Path | None) -> str:
+    """The interpreter that runs the collector: this one's, or another checkout's own virtualenv
+    (run from that checkout's directory, against this checkout's simulator and harness, for
+    before and after figures on the same machine)."""
+    return str(collector / ".venv/bin/python") if collector else sys.executable
+
+
 def run_case(
     accounts: int,
     media: int,
@@ -111,9 +118,7 @@ def run_case(
         dsn = asyncio.run(common.fresh_database(DB))
         with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
             cfg = write_config(Path(tmp), sim, dsn, max_in_flight, per_account)
-            # another checkout's collector (its own virtualenv, run from its directory) against
-            # this checkout's simulator and harness: before/after on the same machine
-            py = str(collector / ".venv/bin/python") if collector else sys.executable
+            py = collector_python(collector)
             mig = common.run_measured(
                 [py, "-m", "collector", "migrate", "-c", str(cfg)], cwd=collector
             )
@@ -277,16 +282,10 @@ def main() -> int:
         f"account budget {args.account_budget} calls per window",
         flush=True,
     )
-    if args.collector:
-        print(f"# collector: {args.collector} at {common.git_commit(args.collector)}", flush=True)
-    startup = common.run_measured(
-        [
-            str(args.collector / ".venv/bin/python") if args.collector else sys.executable,
-            "-c",
-            STARTUP,
-        ],
-        cwd=args.collector,
-    )
+    collector = args.collector.resolve() if args.collector else None
+    if collector:
+        print(f"# collector: {collector} at {common.git_commit(collector)}", flush=True)
+    startup = common.run_measured([collector_python(collector), "-c", STARTUP], cwd=collector)
     print(
         f"# interpreter start + collector imports: {startup.cpu:.2f} s CPU, "
         f"{startup.maxrss_mb:.0f} MB RSS (included in every pass below)",
@@ -304,7 +303,7 @@ def main() -> int:
                 per_account=args.per_account_in_flight,
                 passes=passes,
                 account_budget=args.account_budget,
-                collector=args.collector.resolve() if args.collector else None,
+                collector=collector,
             )
     print("\n# calls per unit of data")
     for r in results:

@@ -261,16 +261,12 @@ def views(end: datetime) -> dict[str, tuple[str, list[Any]]]:
             [month, end],
         ),
         "media_metric_changes(t - 30 d, t) (one post, no account filter)": (
-            "select * from media_metric_changes($1, $2) where media_id = "
-            "(select min(media_id) from media "
-            "where ig_user_id = '17841400000000001' and posted_at > $1)",
+            f"select * from media_metric_changes($1, $2) where media_id = {some_post}",
             [month, end],
         ),
         "media_metric_at(t - 7 d) (one post, no account filter)": (
-            "select * from media_metric_at($1) where media_id = "
-            "(select min(media_id) from media "
-            "where ig_user_id = '17841400000000001' and posted_at > $2)",
-            [week, month],
+            f"select * from media_metric_at($2) where media_id = {some_post}",
+            [month, week],
         ),
         "media_metric_history (one post, all)": (
             f"select * from media_metric_history where media_id = {some_post}",
